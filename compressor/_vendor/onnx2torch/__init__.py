@@ -1,0 +1,1 @@
+from edgeplan.compressor._vendor.onnx2torch.converter import convert
