@@ -57,18 +57,12 @@ def register(app: typer.Typer) -> None:
         trust_model: bool = TrustOpt,
         as_json: bool = JsonOpt,
     ) -> None:
-        from pydantic import ValidationError
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from edgeplan.compressor.distill import DistillConfig, distill_model
-        from edgeplan.hardware_profiles.errors import ConfigError
 
-        try:
-            cfg = DistillConfig(epochs=epochs, temperature=temperature, alpha=alpha, lr=lr,
-                                batch_size=batch_size, patience=patience, seed=seed)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise ConfigError(f"invalid distillation setting {err['loc'][0]}: {err['msg']}") from None
+        cfg = DistillConfig.build(epochs=epochs, temperature=temperature, alpha=alpha, lr=lr,
+                                  batch_size=batch_size, patience=patience, seed=seed)
 
         prog = Progress(TextColumn("[bold]distilling[/bold] epoch {task.fields[epoch]}"), BarColumn(),
                         MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
@@ -98,9 +92,12 @@ def register(app: typer.Typer) -> None:
             con.print("[bold red]DATA-FREE distillation[/bold red]: trained on random normal inputs (no --data); "
                       "numbers below are fidelity to the teacher, not accuracy.")
         stop = f", stopped early after epoch {report.epochs_run}" if report.stopped_early else ""
-        con.print(f"mode [bold]{report.data_mode}[/bold] ({report.loss_kind} loss, T={cfg.temperature:g}, "
-                  f"alpha={cfg.alpha:g}), {report.epochs_run} epochs{stop}; best epoch {report.best_epoch} "
-                  f"(val {report.val_metric_name} {report.best_val_metric:.4f} on {report.n_val} held-out training samples)")
+        alpha_txt = f", alpha={cfg.alpha:g}" if report.data_mode == "labels" else ""
+        temp_txt = f", T={cfg.temperature:g}" if report.loss_kind != "mse" else ""
+        con.print(f"mode [bold]{report.data_mode}[/bold] ({report.loss_kind} loss{temp_txt}{alpha_txt}), "
+                  f"{report.epochs_run} epochs{stop}; best epoch {report.best_epoch} "
+                  f"(val {report.val_metric_name} {report.best_val_metric:.4f} on {report.n_val} held-out "
+                  f"{'synthetic' if report.data_free else 'training'} samples)")
         rows = (("teacher", report.teacher_eval), ("student before", report.student_before),
                 ("student after", report.student_after))
         images = any(ev.psnr_db is not None for _, ev in rows)

@@ -70,7 +70,9 @@ def register(app: typer.Typer) -> None:
 
         from edgeplan.compressor.examples import N_SAMPLE_INPUTS, make_example
 
-        progress = None if as_json else (lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+        def progress(msg: str) -> None:  # stderr in both modes: --json keeps stdout to one document
+            err_console.print(f"[dim]{msg}[/dim]")
+
         result = make_example(name, out, seed=seed, epochs=epochs, progress=progress)
         doc = {
             "name": result.name,
@@ -99,9 +101,10 @@ def register(app: typer.Typer) -> None:
             f"{N_SAMPLE_INPUTS} inputs)"
         )
         if result.eval_accuracy is not None:
+            n_eval = result.manifest.n_eval
             out_console.print(
-                f"eval accuracy {result.eval_accuracy:.4f} (measured: {result.manifest.eval_accuracy_how}; "
-                f"{result.epochs} epochs, {result.train_seconds:.1f} s training)"
+                f"eval accuracy {result.eval_accuracy:.4f}: measured top-1 on the {n_eval} held-out images in "
+                f"eval.npz ({result.epochs} epochs, {result.train_seconds:.1f} s training, seed {result.manifest.seed})"
             )
         else:
             out_console.print("eval accuracy: none (random weights; sample.npz has synthetic inputs, no labels)")

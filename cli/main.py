@@ -29,6 +29,8 @@ COMMAND_MODULES = [
     "edgeplan.cli.cmd_quantize",
     "edgeplan.cli.cmd_distill",
     "edgeplan.cli.cmd_split",
+    "edgeplan.cli.cmd_gate",
+    "edgeplan.cli.cmd_optimize",
 ]
 
 app = typer.Typer(
@@ -67,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("EDGEPLAN_DEBUG") == "1"
     try:
-        app(args=args, prog_name="edgeplan", standalone_mode=False)
-        code = 0
+        rv = app(args=args, prog_name="edgeplan", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0  # typer.Exit(n) comes back as a return value here
     except typer.Exit as e:  # raised by commands for a clean non-zero exit
         code = e.exit_code
     except SystemExit as e:

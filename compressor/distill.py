@@ -20,6 +20,7 @@ Data modes (``DistillResult.data_mode``):
   function on random standard-normal inputs at the model's input shape. This transfers much less than
   real data (the inputs are far from the data distribution) and its validation metric is agreement on
   *synthetic* inputs, which says little about accuracy on real ones. It is labelled as such everywhere.
+  ``data_free_samples`` inputs are generated, capped at 256 MiB (e.g. 445 samples of 3 x 224 x 224 float32).
 
 Design decisions a later engineer needs:
 
@@ -35,6 +36,8 @@ Design decisions a later engineer needs:
   the caller's global RNG state is not disturbed; numpy through a ``Generator``). Same seed, same
   data, same thread count -> the same weights.
 - The student passed in is not modified: it is deep-copied and the copy is trained and returned.
+  If none of its parameters requires grad (a module frozen for inference, e.g. ``prune_module``'s
+  result), all of them are trained; a partly frozen student keeps its frozen parameters frozen.
 - A BatchNorm in training mode cannot take a batch of one, so a last mini-batch of size 1 is merged
   into the previous one.
 """
@@ -50,12 +53,12 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeplan.compressor.data import Dataset, load_data, synthetic_data
 from edgeplan.compressor.evaluate import EvalResult, evaluate_onnx, evaluate_outputs, run_module
 from edgeplan.hardware_profiles.atomic import atomic_write_text
-from edgeplan.hardware_profiles.errors import CompressionError, DataError, InputError
+from edgeplan.hardware_profiles.errors import CompressionError, ConfigError, DataError, InputError
 
 __all__ = [
     "DistillConfig",
@@ -69,6 +72,7 @@ __all__ = [
 ]
 
 DataMode = Literal["labels", "teacher-only", "data-free"]
+_DATA_FREE_BYTES = 256 * 2**20  # cap on generated inputs: 2048 samples of 3x224x224 would be 1.2 GB
 _LOSS_REL_IMPROVEMENT = 1e-3  # a tie on the metric counts as improvement if val loss drops by > 0.1%
 
 
@@ -87,7 +91,7 @@ class SearchParam:
     high: float | None = None
     log: bool = False
 
-    def suggest(self, trial: Any, prefix: str = "") -> Any:
+    def suggest(self, trial: Any, prefix: str = "distill.") -> Any:
         name = prefix + self.name
         if self.kind == "categorical":
             return trial.suggest_categorical(name, list(self.choices))
@@ -113,12 +117,34 @@ class DistillConfig(BaseModel):
     data_free_samples: int = Field(2048, ge=2, description="synthetic inputs generated in data-free mode")
 
     @classmethod
-    def search_space(cls) -> dict[str, SearchParam]:
-        """The dimensions a search may vary: epochs in {0, 2, 5, 10}, temperature in [1, 8]."""
-        return {
-            "epochs": SearchParam("epochs", "categorical", choices=(0, 2, 5, 10)),
-            "temperature": SearchParam("temperature", "float", low=1.0, high=8.0),
-        }
+    def search_space(cls) -> tuple[SearchParam, ...]:
+        """What a search may vary: epochs in {0, 2, 5, 10} (0 = no distillation), temperature in [1, 8].
+
+        Same shape as ``PruneConfig.search_space()`` and ``QuantizeConfig.search_space()``: a tuple of
+        ``SearchParam`` whose ``suggest(trial)`` names the Optuna parameter ``distill.<name>``.
+        """
+        return (
+            SearchParam("epochs", "categorical", choices=(0, 2, 5, 10)),
+            SearchParam("temperature", "float", low=1.0, high=8.0),
+        )
+
+    @classmethod
+    def from_trial(cls, trial: Any, base: "DistillConfig | None" = None) -> "DistillConfig":
+        """A config with the searchable settings drawn from an Optuna trial, the rest from ``base``."""
+        values = (base or cls()).model_dump()
+        for p in cls.search_space():
+            values[p.name] = p.suggest(trial)
+        return cls.build(**values)
+
+    @classmethod
+    def build(cls, **kwargs: Any) -> "DistillConfig":
+        """Validate like the constructor but raise ``ConfigError`` with a one-line message."""
+        try:
+            return cls(**kwargs)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err.get("loc", ())) or "config"
+            raise ConfigError(f"invalid distillation setting {where}: {err.get('msg', 'invalid value')}") from None
 
 
 @dataclass(frozen=True)
@@ -227,14 +253,16 @@ def distill(
     if isinstance(student, torch.jit.ScriptModule):
         raise InputError("a TorchScript student cannot be trained; convert it to an nn.Module first "
                          "(compressor.onnx_to_torch.onnx_to_module on its ONNX export; distill_model does this)")
-    if not any(p.requires_grad for p in student.parameters()):
-        raise InputError("the student has no trainable parameters")
+    if not any(True for _ in student.parameters()):
+        raise InputError("the student has no parameters to train")
 
     # ---- data and mode
     if data is None or data.synthetic:
         if data is None:
             shape, dtype = _input_shape_of(student, teacher, input_shape)
-            data = synthetic_data(shape, cfg.data_free_samples, seed=cfg.seed, dtype=dtype)
+            per_sample = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            n_free = min(cfg.data_free_samples, max(64, _DATA_FREE_BYTES // max(per_sample, 1)))
+            data = synthetic_data(shape, n_free, seed=cfg.seed, dtype=dtype)
         mode: DataMode = "data-free"
         labels = None
     else:
@@ -296,15 +324,15 @@ def distill(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = copy.deepcopy(student)
-        try:
-            v0, l0 = validate(model)
-        except DataError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise DataError(f"the student cannot run on data of shape {tuple(x_all.shape[1:])}: {str(e).splitlines()[0]}") from None
-        s0 = run_module(model, x_all[:2])
+        if not any(p.requires_grad for p in model.parameters()):
+            # A module handed back for inference (prune_module's result, a loaded model with frozen
+            # weights): train all of it. A partly frozen student keeps its frozen parts frozen.
+            for p in model.parameters():
+                p.requires_grad_(True)
+        s0 = run_module(model, x_all[:2])  # raises DataError when the student cannot take the data
         if s0.shape[1:] != t_all.shape[1:]:
             raise InputError(f"student output shape {s0.shape[1:]} differs from the teacher's {t_all.shape[1:]}")
+        v0, l0 = validate(model)
         history = [EpochStats(0, None, l0, v0, 0.0)]
         best = (v0, l0, 0, copy.deepcopy(model.state_dict()))
         params = [p for p in model.parameters() if p.requires_grad]

@@ -2,9 +2,9 @@
 
 ``make_example(name, out_dir)`` writes, each file atomically:
 
-- ``model.pt``: a TorchScript archive (``torch.jit.trace`` + ``torch.jit.save``). TorchScript loads
-  without unpickling arbitrary Python, so ``edgeplan ... DIR/model.pt`` works without
-  ``--trust-model``.
+- ``model.pt``: a TorchScript archive (``torch.jit.trace`` + ``torch.jit.save`` through
+  ``intake.save_torchscript``, which stores the input shape/dtype inside). TorchScript loads without
+  unpickling arbitrary Python, so ``edgeplan ... DIR/model.pt`` works without ``--trust-model``.
 - ``model.onnx``: one self-contained ONNX file (legacy exporter, ``dynamo=False``, opset 17, input
   ``input``, output ``output``, dynamic batch axis ``batch``). Checked in ONNX Runtime against torch on
   a batch of 8 inputs; a difference above 1e-4 raises ``ExportError``.
@@ -14,7 +14,8 @@
   bilinearly). Eval accuracy is measured on ``eval.npz``.
 - untrained examples: ``sample.npz`` with 8 synthetic ``inputs`` (normal(0, 1), or token ids for the
   transformer) and no labels: enough to measure latency and calibrate, not to judge accuracy.
-- ``example.json``: an ``ExampleManifest`` (what was built, how, and the measured accuracy).
+- ``example.json``: an ``ExampleManifest`` (what was built, how, and the measured accuracy). It is
+  written last: a folder without it is an interrupted or failed build.
 
 Training recipe (both digits models): AdamW, OneCycle LR, batch 64, label smoothing 0.05, a fixed
 seed; no augmentation. Measured on this 2-core machine (AMD EPYC, shared): see the constants below.
@@ -43,12 +44,38 @@ ONNX_TOLERANCE = 1e-4
 N_SAMPLE_INPUTS = 8
 EVAL_FRACTION = 0.2
 
-# Default epochs and learning rates. Measured (seed 0, 2 cores): digits-cnn 30 epochs ~3-5 s,
-# eval accuracy ~0.98; digits-resnet 4 epochs ~50-60 s, eval accuracy ~0.98-0.99.
+# Default epochs, learning rates and torch threads (0 = decide at run time). Measured on this 2-core
+# machine: digits-cnn, 10 epochs on 1 thread, eval accuracy 0.997 / 0.994 / 0.997 (seeds 0 / 1 / 2),
+# 13-22 s under load average ~13 (6-15 epochs took 1.4-4.5 s with the machine nearly idle);
+# digits-resnet, 4 epochs, eval accuracy 0.992 (seed 0), ~45 s idle (10-14 s per epoch with 2 threads),
+# 138-365 s under load average 3-15.
+#
+# Threads: with more torch threads than free cores, OpenMP threads wait on each other and training
+# slows down several-fold. Measured on this machine under load (load average 6-16 from other jobs):
+# digits-cnn 12 epochs took 284 s with 2 threads vs 23 s with 1; a digits-resnet step (batch 64) took
+# 9-10 s wall / 2.8 s CPU with 2 threads vs 2.7-4.6 s wall / 1.0 s CPU with 1, interleaved. Idle, 2
+# threads are faster for digits-resnet (0.62 s per step vs ~1.0 s). So digits-cnn (tiny ops) always
+# trains on 1 thread, and digits-resnet uses torch's thread count only when the 1-minute load average
+# leaves room for it (``_training_threads``); the count used is recorded in example.json.
 _RECIPES: dict[str, dict[str, float]] = {
-    "digits-cnn": {"epochs": 12, "lr": 3e-3},
-    "digits-resnet": {"epochs": 4, "lr": 2e-3},
+    "digits-cnn": {"epochs": 10, "lr": 3e-3, "threads": 1},
+    "digits-resnet": {"epochs": 4, "lr": 2e-3, "threads": 0},  # 0: decided by _training_threads
 }
+
+
+def _training_threads(fixed: int) -> int:
+    import os
+
+    import torch
+
+    if fixed:
+        return fixed
+    n = torch.get_num_threads()
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not available on this platform
+        return n
+    return n if load + n <= (os.cpu_count() or n) + 0.5 else 1
 
 Progress = Callable[[str], None]
 
@@ -68,6 +95,7 @@ class ExampleManifest(BaseModel):
     seed: int
     epochs: int | None
     train_seconds: float | None
+    train_threads: int | None
     eval_accuracy: float | None
     eval_accuracy_how: str
     n_train: int | None
@@ -170,18 +198,21 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
     return path
 
 
-def _save_torchscript(model, x, path: Path) -> None:
+def _save_torchscript(model, spec: ExampleSpec, x, path: Path) -> None:
+    """Trace + save through ``intake.save_torchscript`` so the archive carries its input shape/dtype
+    (an ``edgeplan.json`` extra file): ``edgeplan inspect DIR/model.pt`` then needs no --input-shape.
+    The reloaded archive is checked against the model on ``x`` (batch 8, traced at batch 1)."""
     import torch
 
+    from edgeplan.compressor.intake import InputSpec, save_torchscript
+
+    save_torchscript(model, path, (InputSpec("input", tuple(spec.input_shape), spec.input_dtype),))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, (x,), check_trace=False)
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.jit.save(traced, str(tmp))
-    loaded = torch.jit.load(str(path))
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loaded = torch.jit.load(str(path))
     with torch.no_grad():
         diff = float((loaded(x) - model(x)).abs().max())
-    if diff > ONNX_TOLERANCE:
+    if not diff <= ONNX_TOLERANCE:
         raise ExportError(f"TorchScript archive {path} differs from the model by {diff:.2e}")
 
 
@@ -203,7 +234,9 @@ def _save_onnx(model, x, path: Path) -> float:
                 output_names=["output"],
                 dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
             )
-        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1  # a correctness check, not a timing: one thread is robust under load
+        sess = ort.InferenceSession(str(tmp), opts, providers=["CPUExecutionProvider"])
         got = sess.run(["output"], {"input": x.numpy()})[0]
         with torch.no_grad():
             ref = model(x).numpy()
@@ -242,20 +275,26 @@ def make_example(
         torch.manual_seed(seed)
         model = spec.factory(seed=seed)  # type: ignore[call-arg]
         data_files: list[Path] = []
-        files: dict[str, str] = {}
         acc = train_s = None
         n_train = n_eval = None
-        used_epochs = None
+        used_epochs = train_threads = None
         if spec.trained:
             size = spec.input_shape[-1]
             x_tr, y_tr, x_ev, y_ev = load_digits_split(size=size, seed=seed)
             n_train, n_eval = len(x_tr), len(x_ev)
             recipe = _RECIPES[name]
             used_epochs = int(epochs if epochs is not None else recipe["epochs"])
-            say(f"training {name} on {n_train} load_digits images ({size}x{size}) for {used_epochs} epochs")
-            t0 = time.perf_counter()
-            _train(model, x_tr, y_tr, epochs=used_epochs, lr=recipe["lr"], seed=seed, progress=progress)
-            train_s = time.perf_counter() - t0
+            saved_threads = torch.get_num_threads()
+            train_threads = _training_threads(int(recipe["threads"]))
+            say(f"training {name} on {n_train} load_digits images ({size}x{size}) for {used_epochs} epochs, "
+                f"{train_threads} torch thread(s)")
+            torch.set_num_threads(train_threads)
+            try:
+                t0 = time.perf_counter()
+                _train(model, x_tr, y_tr, epochs=used_epochs, lr=recipe["lr"], seed=seed, progress=progress)
+                train_s = time.perf_counter() - t0
+            finally:
+                torch.set_num_threads(saved_threads)
             acc = _accuracy(model, x_ev, y_ev)
             say(f"eval accuracy {acc:.4f} on {n_eval} held-out images ({train_s:.1f} s training)")
             data_files += [_save_npz(out_dir / "train.npz", inputs=x_tr, labels=y_tr),
@@ -270,7 +309,7 @@ def make_example(
         model.eval()
         say("writing model.pt (TorchScript)")
         pt = out_dir / "model.pt"
-        _save_torchscript(model, check_x, pt)
+        _save_torchscript(model, spec, check_x, pt)
         say("writing model.onnx and checking it in ONNX Runtime")
         onnx_path = out_dir / "model.onnx"
         diff = _save_onnx(model, check_x, onnx_path)
@@ -287,6 +326,7 @@ def make_example(
         seed=seed,
         epochs=used_epochs,
         train_seconds=None if train_s is None else round(train_s, 2),
+        train_threads=train_threads,
         eval_accuracy=acc,
         eval_accuracy_how=how,
         n_train=n_train,

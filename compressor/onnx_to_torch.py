@@ -15,9 +15,12 @@ Measured (shared/TOOLCHAIN.md): seven varied architectures matched ORT within 1e
 Facts a later engineer needs:
 - onnx2torch turns ``Conv`` into ``nn.Conv2d``, ``Gemm`` with constant weights into ``nn.Linear`` and
   ``BatchNormalization`` with constant statistics into ``nn.BatchNorm2d`` — the module types
-  torch-pruning knows. ``MatMul``/``Reshape``/``Concat`` become onnx2torch's own modules, which
-  torch-pruning treats as opaque; attention reshapes with constant shapes therefore break when the
-  channels feeding them are pruned (``prune_module`` detects and skips those groups).
+  torch-pruning knows. Two passes here make more of a graph prunable: ``Identity`` nodes on weights
+  (legacy exporter) are folded so BatchNorm statistics are seen as constants, and ``MatMul`` (+ ``Add``)
+  with a constant 2-D weight becomes ``nn.Linear`` (how exporters write Linear on 3-D inputs).
+  ``Reshape``/``Concat``/activation ``MatMul`` stay onnx2torch modules, opaque to torch-pruning;
+  attention reshapes with fixed head widths therefore break when the channels feeding them are
+  pruned (``prune_module`` detects that with a forward check and leaves those groups unpruned).
 - The legacy exporter folds BatchNorm into Conv, so a converted module often has no BatchNorm at all.
 - Module names in the converted module are ONNX node names (``/features/features.0/Conv`` becomes a
   sanitised attribute name); per-layer pruning overrides match those names.
@@ -50,7 +53,6 @@ _TYPE_ONLY_NEWER = {
     "Identity": (19, 21),
     "IsInf": (20,),
     "IsNaN": (20,),
-    "Reshape": (19, 21),
     "Shape": (19, 21),
     "Transpose": (21,),
     "Unsqueeze": (21,),
@@ -60,6 +62,39 @@ _TYPE_ONLY_NEWER = {
 _REDUCE_AXES_AS_INPUT = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
 _registered = False
+_ALLOW_ZERO_CLS = None
+
+
+def _reshape_allow_zero_class():
+    """``OnnxReshape`` for ``allowzero=1`` (a 0 in the shape is a zero-size dimension, not "copy").
+
+    That is exactly ``torch.reshape``'s meaning of 0, so the module calls it directly; exported back to
+    ONNX it keeps ``allowzero=1``. A subclass of ``OnnxReshape`` so code that looks for reshapes in a
+    converted graph (``prune._reshaped_linears``) finds it too. Built lazily to keep torch out of imports.
+    """
+    global _ALLOW_ZERO_CLS
+    if _ALLOW_ZERO_CLS is not None:
+        return _ALLOW_ZERO_CLS
+    import torch
+
+    from edgeplan.compressor._vendor.onnx2torch.node_converters.reshape import OnnxReshape
+    from edgeplan.compressor._vendor.onnx2torch.utils.custom_export_to_onnx import DefaultExportToOnnx
+
+    class OnnxReshapeAllowZero(OnnxReshape):
+        @staticmethod
+        def _do_reshape(input_tensor, shape):
+            return torch.reshape(input_tensor, torch.Size([int(d) for d in shape]))
+
+        def forward(self, input_tensor, shape):
+            def _forward():
+                return self._do_reshape(input_tensor, shape)
+
+            if torch.onnx.is_in_onnx_export():
+                return DefaultExportToOnnx.export(_forward, "Reshape", input_tensor, shape, {"allowzero_i": 1})
+            return _forward()
+
+    _ALLOW_ZERO_CLS = OnnxReshapeAllowZero
+    return _ALLOW_ZERO_CLS
 
 
 def _extend_converters() -> None:
@@ -98,6 +133,18 @@ def _extend_converters() -> None:
             torch_module=OnnxReduceStaticAxes(node.operation_type, axes, node.attributes.get("keepdims", 1)),
             onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
         )
+
+    from edgeplan.compressor._vendor.onnx2torch.node_converters.reshape import OnnxReshape
+    from edgeplan.compressor._vendor.onnx2torch.utils.common import onnx_mapping_from_node
+
+    allow_zero_cls = _reshape_allow_zero_class()
+
+    def _reshape(node, graph):  # upstream raises NotImplementedError for allowzero=1 (dynamo emits it)
+        mod = allow_zero_cls() if node.attributes.get("allowzero", 0) == 1 else OnnxReshape()
+        return OperationConverterResult(torch_module=mod, onnx_mapping=onnx_mapping_from_node(node=node))
+
+    for v in (14, 19, 21):
+        reg[registry.OperationDescription(domain="", operation_type="Reshape", version=v)] = _reshape
 
     for op in _REDUCE_AXES_AS_INPUT:
         for v in (18, 20):
@@ -184,6 +231,71 @@ def _fold_constant_identities(model):
     return out
 
 
+def _fetch(gm: Any, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _matmul_to_linear(gm: Any) -> int:
+    """Rewrite ``MatMul(x, W)`` (+ ``Add(b)``) with constant 2-D ``W`` as ``nn.Linear``; returns the count.
+
+    Exporters write ``nn.Linear`` on 3-D inputs (every transformer) as ``MatMul`` + ``Add`` rather than
+    ``Gemm``. onnx2torch keeps them as opaque ``OnnxMatMul`` modules with the weight in a buffer, which
+    torch-pruning can neither prune nor count (a transformer's MACs would read as almost zero). As
+    ``nn.Linear`` they are both prunable and counted. The rewritten module is checked against ONNX
+    Runtime like every conversion, so this pass cannot silently change results.
+    """
+    import torch
+    from torch import fx, nn
+
+    from edgeplan.compressor._vendor.onnx2torch.node_converters.binary_math_operations import OnnxBinaryMathOperation
+    from edgeplan.compressor._vendor.onnx2torch.node_converters.matmul import OnnxMatMul
+
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or len(node.args) != 2 or node.kwargs:
+            continue
+        if not isinstance(gm.get_submodule(node.target), OnnxMatMul) or "." in node.target:
+            continue
+        a, w = node.args
+        if not (isinstance(w, fx.Node) and w.op == "get_attr") or (isinstance(a, fx.Node) and a.op == "get_attr"):
+            continue
+        weight = _fetch(gm, w.target)
+        if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or not weight.is_floating_point():
+            continue
+        k, n = weight.shape
+        bias, add = None, None
+        users = list(node.users)
+        if len(users) == 1 and users[0].op == "call_module" and "." not in users[0].target:
+            u = users[0]
+            um = gm.get_submodule(u.target)
+            if (isinstance(um, OnnxBinaryMathOperation) and um.math_op_function is torch.add and um.broadcast is None
+                    and len(u.args) == 2 and not u.kwargs):
+                other = u.args[0] if u.args[1] is node else u.args[1]
+                if isinstance(other, fx.Node) and other.op == "get_attr":
+                    b = _fetch(gm, other.target)
+                    if isinstance(b, torch.Tensor) and b.numel() == n and b.shape[-1:] == (n,) and b.dtype == weight.dtype:
+                        bias, add = b.reshape(n), u
+        lin = nn.Linear(int(k), int(n), bias=bias is not None, dtype=weight.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(weight.t())
+            if bias is not None:
+                lin.bias.copy_(bias)
+        gm._modules[node.target] = lin  # noqa: SLF001 - onnx2torch modules are direct children
+        node.args = (a,)
+        if add is not None:
+            add.replace_all_uses_with(node)
+            gm.graph.erase_node(add)
+        count += 1
+    if count:
+        gm.graph.eliminate_dead_code()
+        gm.delete_all_unused_submodules()
+        gm.recompile()
+    return count
+
+
 def onnx_to_module(
     onnx_path_or_model: Any,
     *,
@@ -210,6 +322,7 @@ def onnx_to_module(
     _extend_converters()
     try:
         module = convert(_fold_constant_identities(model))
+        _matmul_to_linear(module)
     except NotImplementedError as e:
         raise CompressionError(f"cannot rebuild the ONNX model as a torch module: {str(e).splitlines()[0][:200]}") from None
     except Exception as e:  # noqa: BLE001 - onnx2torch raises assorted types for unsupported graphs

@@ -7,7 +7,8 @@ Per-layer ratio priority (lowest to highest), modelled on PyTorch's ``QConfigMap
     2. ``Override(kind="op_type")``      layer class name, e.g. "Conv2d", "Linear", "ConvTranspose2d"
     3. ``Override(kind="pattern")``      ``re.match`` on the module's qualified name, e.g. r"features\\.1\\d"
     4. ``Override(kind="name")``         the exact qualified name, e.g. "features.3"
-    ``ignored_layers``                   never pruned, whatever the above say (same as ratio 0)
+    ``ignored_layers``                   never pruned, whatever the above say (same as ratio 0); a
+                                         container's name ignores every layer inside it
 
 Within one kind, the first matching override in the list wins (as in ``QConfigMapping``). A ratio
 of 0 means "do not prune this layer" and is passed to torch-pruning as an ignored layer.
@@ -89,7 +90,6 @@ class PruneConfig(BaseModel):
     ignored_layers: tuple[str, ...] = Field((), description="qualified module names never pruned")
     overrides: tuple[Override, ...] = Field((), description="per-layer ratios; see the priority above")
     taylor_samples: int = Field(64, ge=1, le=4096, description="samples used to compute Taylor gradients")
-    seed: int = 0
 
     @field_validator("round_to")
     @classmethod
@@ -136,8 +136,8 @@ class PruneConfig(BaseModel):
 def resolve_ratio(name: str, op_type: str, config: PruneConfig) -> tuple[float, str]:
     """The ratio for one layer and where it came from ("global", "op_type:Conv2d", "pattern:...",
     "name:...", "ignored"). Pure: this is the documented priority, tested on its own."""
-    if name in config.ignored_layers:
-        return 0.0, "ignored"
+    if any(name == ig or name.startswith(ig + ".") for ig in config.ignored_layers):
+        return 0.0, "ignored"  # a container name ignores every layer inside it
     best: tuple[int, float, str] | None = None
     for ov in config.overrides:
         if ov.kind == "name":

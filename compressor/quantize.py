@@ -22,8 +22,9 @@ What ``quantize_onnx`` does for ``mode="int8"`` (static):
    with the fp32 model (classifiers), else mean cosine similarity, all in percent. When the drop
    exceeds ``max_accuracy_drop_pts``, nodes are ranked by the error each adds
    (``quantize_ort.node_sensitivity``: one run of each model with intermediate outputs exposed) and
-   the top 1, 2, 4, 8 ... are kept in fp32 until the drop fits. Calibration ranges are cached, so each
-   step costs one re-quantization plus one evaluation. Excluded nodes are reported with the reason.
+   the top 1, 2, 4, 8 ... are kept in fp32 until the drop fits, then up to 3 bisection steps between the
+   last failing and the first fitting count give layers back to int8. Calibration ranges are cached, so
+   each step costs one re-quantization plus one evaluation. Excluded nodes are reported with the reason.
 5. Speed-aware variants: on this CPU int8 depthwise convs, squeeze-excitation gates and Concat can be
    slower than fp32 (an EfficientNet-style model ran at half its fp32 speed quantized naively). For
    every such group present, a variant keeps the group in fp32; all variants and the fp32 model are
@@ -51,7 +52,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from edgeplan.hardware_profiles.atomic import atomic_path, atomic_write_text
-from edgeplan.hardware_profiles.errors import ConfigError, DataError
+from edgeplan.hardware_profiles.errors import ConfigError
 
 __all__ = [
     "QuantizeConfig",
@@ -73,6 +74,10 @@ QUANTIZED_NAME = "quantized.onnx"
 # runs but much less between interleaved models of one run; 5 % is the noise we saw side by side.
 NOISE_FRACTION = 0.05
 _SENSITIVITY_FEEDS = 8
+_BISECT_STEPS = 3
+# Random evaluation inputs when the user gives no data. Top-1 agreement moves in steps of 100/n points,
+# so n must be large enough that one changed prediction does not by itself exceed a 1-point budget.
+SYNTHETIC_EVAL_SAMPLES = 128
 
 Progress = Callable[[str], None]
 
@@ -212,9 +217,10 @@ def judge_speed(fp32_ms: float, quantized_ms: float, *, what: str = "quantized")
         return 0.0, False, "latency could not be measured"
     speedup = fp32_ms / quantized_ms
     if quantized_ms > fp32_ms:
+        noise = ", a difference within timer noise" if speedup > 1.0 / (1.0 + NOISE_FRACTION) else ""
         return speedup, True, (
             f"SLOWER than fp32: {what} {quantized_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms "
-            f"({speedup:.2f}x); not an improvement in speed on this machine"
+            f"({speedup:.2f}x{noise}); not an improvement in speed on this machine"
         )
     if speedup < 1.0 + NOISE_FRACTION:
         return speedup, False, (
@@ -248,13 +254,19 @@ class _Eval:
     fp32_pct: float
     budget: float
 
+    cache: dict = field(default_factory=dict, compare=False)
+
     def score(self, path: Path) -> tuple[float, float, bool]:
+        """(quality %, drop in points, within budget) of the model at ``path``; cached per path."""
         from edgeplan.compressor.quantize_ort import run_first_output
 
-        out = run_first_output(path, self.feeds)
-        _, q = _quality(out, self.reference, self.labels, self.source)
-        drop = self.fp32_pct - q
-        return q, drop, drop <= self.budget + 1e-9
+        key = str(path)
+        if key not in self.cache:
+            out = run_first_output(path, self.feeds)
+            _, q = _quality(out, self.reference, self.labels, self.source)
+            drop = self.fp32_pct - q
+            self.cache[key] = (q, drop, drop <= self.budget + 1e-9)
+        return self.cache[key]
 
 
 def _emit(progress: Progress | None, text: str) -> None:
@@ -318,13 +330,19 @@ def quantize_onnx(
         # Calibrate and evaluate on different random samples, so the fidelity numbers are not measured
         # on the very inputs the ranges were fitted to.
         calib_feeds = qo.make_feeds(specs, None, config.calibration_samples, seed=config.seed)
-        n_eval = min(config.eval_samples, 64)
+        n_eval = min(config.eval_samples, SYNTHETIC_EVAL_SAMPLES)
         eval_feeds = qo.make_feeds(specs, None, n_eval, seed=config.seed + 10_000)
         labels = None
         source = synthetic_data((1,), 1, seed=config.seed).source
         synthetic = True
 
     notes: list[str] = []
+    step_pts = 100.0 / max(1, len(eval_feeds))
+    if 0 < config.max_accuracy_drop_pts < step_pts:
+        notes.append(
+            f"with {len(eval_feeds)} evaluation samples one changed prediction moves the metric by {step_pts:.2f} pts, "
+            f"more than the {config.max_accuracy_drop_pts} pt budget: give more data or a larger budget"
+        )
     if synthetic:
         notes.append(
             "calibration and evaluation used SYNTHETIC random inputs (no --data): fidelity to fp32 on random "
@@ -378,6 +396,7 @@ def quantize_onnx(
                 _emit(progress, "quantizing (dynamic int8)")
             base = tmp / "int8_0.onnx"
             build(base, set(user))
+            naive = base
             q, drop, ok = ev.score(base)
             acc_excl: set[str] = set()
             if not ok and config.accuracy_fallback:
@@ -397,6 +416,22 @@ def quantize_onnx(
                     if ok or k == len(ranked):
                         break
                     k, step = k * 2, step + 1
+                # Doubling overshoots by up to 2x: bisect between the last failing and the first fitting
+                # count (at most _BISECT_STEPS more quantizations) to give back layers to int8.
+                lo, hi = (k // 2 if k > 1 else 0), k
+                for _ in range(_BISECT_STEPS if ok else 0):
+                    mid = (lo + hi) // 2
+                    if mid <= lo:
+                        break
+                    step += 1
+                    path = tmp / f"int8_acc{step}.onnx"
+                    build(path, user | set(ranked[:mid]))
+                    q2, drop2, ok2 = ev.score(path)
+                    _emit(progress, f"  {mid} layer(s) in fp32: {metric} drop {drop2:.2f} pts")
+                    if ok2:
+                        hi, acc_excl, base, q, drop = mid, set(ranked[:mid]), path, q2, drop2
+                    else:
+                        lo = mid
                 for n in ranked:
                     if n in acc_excl:
                         excluded[n] = ExcludedNode(n, op_of.get(n, "?"), "accuracy")
@@ -405,7 +440,10 @@ def quantize_onnx(
                         f"accuracy fallback could not meet the budget: {len(acc_excl)} layer(s) in fp32 still lose "
                         f"{drop:.2f} pts (budget {config.max_accuracy_drop_pts})"
                     )
-            candidates.append((config.mode, base, (), frozenset(user | acc_excl)))
+            if acc_excl:
+                # Also time the all-int8 model: the user sees what the fallback cost in speed.
+                candidates.append((f"{config.mode}, no fallback", naive, (), frozenset(user)))
+            candidates.append((config.mode + (", fallback" if acc_excl else ""), base, (), frozenset(user | acc_excl)))
             if config.speed_search:
                 groups = qo.speed_groups(pre) if config.mode == "int8" else {
                     "conv": [n for n, t in op_of.items() if t == "Conv"]

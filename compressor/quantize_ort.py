@@ -250,7 +250,9 @@ def quantize_dynamic_int8(
             str(out_path),
             per_channel=per_channel,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=sorted(set(nodes_to_exclude)),
+            # quantize_dynamic rewrites Gemm into a MatMul named "<gemm>_MatMul" before it quantizes,
+            # so an excluded Gemm must be excluded under that name too.
+            nodes_to_exclude=sorted({x for n in nodes_to_exclude for x in (n, f"{n}_MatMul")}),
         )
     except Exception as e:  # noqa: BLE001
         raise CompressionError(f"dynamic int8 quantization failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -385,7 +387,11 @@ def run_first_output(path: str | Path, feeds: Sequence[dict[str, np.ndarray]]) -
     """The first output over all feeds, concatenated along the batch axis (float32)."""
     sess = _session(path)
     name = sess.get_outputs()[0].name
-    outs = [np.asarray(sess.run([name], f)[0]) for f in feeds]
+    try:
+        outs = [np.asarray(sess.run([name], f)[0]) for f in feeds]
+    except Exception as e:  # noqa: BLE001 - ORT's own exception types (shape/type mismatch)
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise DataError(f"{Path(path).name}: ONNX Runtime cannot run it on the given inputs ({first})") from None
     return np.concatenate(outs, axis=0).astype(np.float32, copy=False)
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "parse_link_spec",
     "profile_from_toml",
     "profile_to_toml",
+    "dict_to_toml",
 ]
 
 
@@ -213,7 +214,11 @@ def _key(k: str) -> str:
 
 def profile_to_toml(profile: HardwareProfile) -> str:
     """Serialise a profile as readable TOML (scalars first, then one table per dict field)."""
-    data = profile.model_dump(mode="python")
+    return dict_to_toml(profile.model_dump(mode="python"))
+
+
+def dict_to_toml(data: dict) -> str:
+    """TOML text for a profile-shaped dict (scalars, flat tables, ``efficiency_by_dtype`` sub-tables)."""
     lines: list[str] = []
     tables: list[tuple[str, dict]] = []
     for k, v in data.items():

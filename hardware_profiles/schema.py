@@ -24,7 +24,9 @@ Design decisions a later engineer needs:
   ``additive`` (CPU: the core does the dispatch, then the work) or ``max`` (GPU eager execution: launches are
   asynchronous, so a node costs at least one launch interval; small-batch GPU inference is launch-bound).
   ``per_inference_overhead_us`` is the fixed cost per ``run()`` call (session bookkeeping, host<->device
-  copies).
+  copies). ``class_overhead_us[op_class]`` adds a fixed cost per node of a class: conv/MatMul kernels pay
+  setup (weight packing, im2col buffers, thread-pool partitioning) that a pure roofline misses, which is
+  why small convs and the small MatMuls of a tiny transformer run far below the roofline rate.
 - **Fusion.** ``fusable_op_types`` lists op types the runtime fuses into the preceding conv/gemm (ORT fuses
   Conv+BatchNorm, Conv+Relu/Clip, Conv+Add for residuals, QDQ pairs into QLinear kernels). Such nodes are
   priced at zero in ``planner.cost``.
@@ -92,6 +94,9 @@ class HardwareProfile(BaseModel):
     memory_efficiency: dict[OpClass, float] = Field(description="multiplier on memory_bandwidth_gbps per op class")
     per_node_overhead_us: float = Field(ge=0)
     per_inference_overhead_us: float = Field(default=0.0, ge=0)
+    class_overhead_us: dict[OpClass, float] = Field(
+        default_factory=dict, description="extra fixed cost per node of a class (kernel setup, packing), us"
+    )
     overhead_mode: Literal["additive", "max"] = "additive"
     fusable_op_types: tuple[str, ...] = ()
     active_power_w: float = Field(gt=0)
@@ -112,6 +117,9 @@ class HardwareProfile(BaseModel):
             for k, v in getattr(self, table_name).items():
                 if not v > 0:
                     raise ValueError(f"{table_name}.{k} must be > 0, got {v}")
+        for k, v in self.class_overhead_us.items():
+            if v < 0:
+                raise ValueError(f"class_overhead_us.{k} must be >= 0, got {v}")
         for dt, table in self.efficiency_by_dtype.items():
             for k, v in table.items():
                 if not v > 0:
@@ -140,6 +148,8 @@ class HardwareProfile(BaseModel):
         ]
         if self.efficiency_by_dtype:
             names.append("efficiency_by_dtype")
+        if self.class_overhead_us:
+            names.append("class_overhead_us")
         if self.price_usd_per_hour is not None:
             names.append("price_usd_per_hour")
         return names

@@ -105,11 +105,11 @@ QUANT = frozenset("QuantizeLinear DequantizeLinear DynamicQuantizeLinear".split(
 SOFTMAX = frozenset("Softmax LogSoftmax Hardmax".split())
 RESIZE = frozenset("Resize Upsample".split())
 CONV = frozenset("Conv QLinearConv ConvInteger FusedConv NhwcConv".split())
-GEMM = frozenset("Gemm MatMul QLinearMatMul MatMulInteger FusedMatMul FusedGemm MatMulIntegerToFloat "
+GEMM = frozenset("Gemm QGemm MatMul QLinearMatMul MatMulInteger FusedMatMul FusedGemm MatMulIntegerToFloat "
                  "DynamicQuantizeMatMul Einsum LSTM GRU RNN".split())
 
 # Ops whose compute runs in int8 whatever the dtypes around them (QOperator / integer forms).
-INT8_OPS = frozenset("QLinearConv QLinearMatMul ConvInteger MatMulInteger QLinearAdd QLinearMul "
+INT8_OPS = frozenset("QLinearConv QLinearMatMul QGemm ConvInteger MatMulInteger QLinearAdd QLinearMul "
                      "QLinearSigmoid QLinearLeakyRelu QLinearGlobalAveragePool QLinearAveragePool "
                      "QLinearConcat QLinearSoftmax DynamicQuantizeMatMul MatMulIntegerToFloat".split())
 
@@ -138,12 +138,12 @@ def _conv_transpose(ctx: OpContext) -> OpCost:
     return OpCost("convtranspose", macs, flops)
 
 
-def _gemm(ctx: OpContext) -> OpCost:
+def _gemm(ctx: OpContext, bias: int = 2) -> OpCost:
     a = ctx.inp(0)
     k = a[0] if int(ctx.attrs.get("transA", 0)) else a[1]
     out = ctx.n_out()
     macs = out * k
-    return OpCost("gemm", macs, 2 * macs + (out if ctx.has_input(2) else 0))
+    return OpCost("gemm", macs, 2 * macs + (out if ctx.has_input(bias) else 0))
 
 
 def _matmul(ctx: OpContext, a_idx: int = 0) -> OpCost:
@@ -239,6 +239,7 @@ _FORMULAS: dict[str, Callable[[OpContext], OpCost]] = {
     "ConvTranspose": _conv_transpose,
     "Gemm": _gemm,
     "FusedGemm": _gemm,
+    "QGemm": lambda c: _gemm(c, bias=6),
     "MatMul": _matmul,
     "FusedMatMul": _matmul,
     "MatMulInteger": _matmul,
@@ -269,6 +270,45 @@ for _op in RESIZE:
     _FORMULAS.setdefault(_op, _resize)
 for _op in DATA:
     _FORMULAS.setdefault(_op, _data)
+
+
+def _broadcast(a: Shape, b: Shape) -> Shape:
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    return tuple(x if y == 1 else y for x, y in zip(a, b))
+
+
+def contrib_output_shape(op_type: str, attrs: dict[str, Any], in_shapes: tuple[Shape | None, ...]) -> Shape | None:
+    """Output shape of the ONNX Runtime contrib ops that ``onnx.shape_inference`` does not know.
+
+    ORT's QOperator quantization emits them (QGemm, QLinearAdd, ...); without these rules every
+    tensor after the first one would have an unknown shape. ``None`` when no rule applies.
+    """
+    def get(i: int) -> Shape | None:
+        return in_shapes[i] if i < len(in_shapes) else None
+
+    if op_type == "QGemm" and get(0) is not None and get(3) is not None:
+        a, b = get(0), get(3)
+        m = a[1] if int(attrs.get("transA", 0)) else a[0]
+        n = b[0] if int(attrs.get("transB", 0)) else b[1]
+        return (m, n)
+    if op_type in ("QLinearAdd", "QLinearMul") and get(0) is not None and get(3) is not None:
+        return _broadcast(get(0), get(3))  # type: ignore[arg-type]
+    if op_type in ("QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax") and get(0) is not None:
+        return get(0)
+    if op_type == "QLinearGlobalAveragePool" and get(0) is not None:
+        x = get(0)
+        if int(attrs.get("channels_last", 0)):
+            return (x[0], *(1 for _ in x[1:-1]), x[-1])  # type: ignore[index]
+        return (x[0], x[1], *(1 for _ in x[2:]))  # type: ignore[index]
+    if op_type == "QLinearConcat":
+        parts = [get(i) for i in range(2, len(in_shapes), 3)]
+        if parts and all(p is not None for p in parts):
+            axis = int(attrs.get("axis", 0)) % len(parts[0])  # type: ignore[arg-type]
+            out = list(parts[0])  # type: ignore[arg-type]
+            out[axis] = sum(p[axis] for p in parts)  # type: ignore[index]
+            return tuple(out)
+    return None
 
 
 def has_formula(op_type: str) -> bool:

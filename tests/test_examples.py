@@ -34,9 +34,24 @@ OUTPUT_SHAPES = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The test machine is shared: with 2 torch threads under load, small ops wait on each other."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @lru_cache(maxsize=None)
 def _built(name: str) -> torch.nn.Module:
     return EXAMPLES[name].factory()
+
+
+def _sess(path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _n_params(m: torch.nn.Module) -> int:
@@ -150,10 +165,19 @@ def test_make_example_digits_cnn_trains_and_writes_everything(digits_cnn_dir):
 def test_example_eval_accuracy_is_reproducible_from_the_files(digits_cnn_dir):
     out, result, _ = digits_cnn_dir
     ev = load_data(out / "eval.npz")
-    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = _sess(out / "model.onnx")
     logits = sess.run(["output"], {"input": ev.inputs})[0]
     ort_acc = float((logits.argmax(1) == ev.labels).mean())
     assert abs(ort_acc - result.eval_accuracy) <= 1 / len(ev)  # at most one borderline image flips
+
+
+def test_example_model_pt_loads_through_intake_without_trust(digits_cnn_dir):
+    from edgeplan.compressor.intake import load_model
+
+    out, _, _ = digits_cnn_dir
+    loaded = load_model(str(out / "model.pt"))  # no trust_model, no input_shape: the archive carries it
+    assert loaded.format == "torchscript"
+    assert [(i.name, i.shape, i.dtype) for i in loaded.inputs] == [("input", (1, 1, 8, 8), "float32")]
 
 
 def test_example_torchscript_and_onnx_match(digits_cnn_dir):
@@ -169,7 +193,7 @@ def test_example_torchscript_and_onnx_match(digits_cnn_dir):
     assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["output"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = _sess(out / "model.onnx")
     got = sess.run(["output"], {"input": ev.inputs[:16]})[0]
     assert np.abs(got - ref).max() < 1e-4
 
@@ -182,13 +206,25 @@ def test_make_example_untrained_transformer_writes_sample(tmp_path):
         assert list(z.keys()) == ["inputs"]
         ids = z["inputs"]
     assert ids.shape == (8, 128) and ids.dtype == np.int64 and ids.min() >= 0 and ids.max() < 1000
-    sess = ort.InferenceSession(str(r.model_onnx), providers=["CPUExecutionProvider"])
+    sess = _sess(r.model_onnx)
     got = sess.run(["output"], {"input": ids[:3]})[0]  # dynamic batch other than the exported 1
     with torch.no_grad():
         ref = torch.jit.load(str(r.model_pt))(torch.from_numpy(ids[:3])).numpy()
     assert got.shape == (3, 10) and np.abs(got - ref).max() < 1e-4
     manifest = json.loads((tmp_path / "t" / "example.json").read_text())
     assert manifest["eval_accuracy"] is None and manifest["input_dtype"] == "int64"
+
+
+@pytest.mark.parametrize("name", [pytest.param("resnet18", marks=pytest.mark.slow), "mobilenetv2"])
+def test_make_example_image_models_export_and_match(tmp_path, name):
+    r = make_example(name, tmp_path / name)
+    assert r.onnx_max_abs_diff < 1e-4
+    x = load_data(tmp_path / name / "sample.npz").inputs
+    assert x.shape == (8, 3, 224, 224) and x.dtype == np.float32
+    got = _sess(r.model_onnx).run(["output"], {"input": x[:2]})[0]
+    with torch.no_grad():
+        ref = _built(name)(torch.from_numpy(x[:2])).numpy()  # same seed 0 weights as the file
+    assert got.shape == (2, 1000) and np.abs(got - ref).max() < 1e-4
 
 
 def test_make_example_unknown_name_lists_valid_names(tmp_path):
@@ -199,11 +235,11 @@ def test_make_example_unknown_name_lists_valid_names(tmp_path):
 
 
 def test_cli_example_json(tmp_path, capsys):
-    code = main(["example", "digits-cnn", "-o", str(tmp_path / "ex"), "--epochs", "3", "--json"])
+    code = main(["example", "digits-cnn", "-o", str(tmp_path / "ex"), "--epochs", "1", "--json"])
     captured = capsys.readouterr()
     assert code == 0
     doc = json.loads(captured.out)
-    assert doc["name"] == "digits-cnn" and doc["epochs"] == 3
+    assert doc["name"] == "digits-cnn" and doc["epochs"] == 1
     assert 0.0 <= doc["eval_accuracy"] <= 1.0 and doc["onnx_max_abs_diff"] < 1e-4
     assert (tmp_path / "ex" / "model.onnx").is_file() and (tmp_path / "ex" / "model.pt").is_file()
 

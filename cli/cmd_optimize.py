@@ -1,0 +1,106 @@
+"""CLI: edgeplan optimize — the Pareto search over compression x split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeplan.cli.common import JsonOpt, ShapeOpt, TrustOpt, console, err_console, print_json
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "optimize",
+        help=(
+            "Search how to compress MODEL and where to split it; write the Pareto-optimal plans as bundles.\n\n"
+            "Optuna multi-objective search (NSGA-II by default) over the compression passes' declared spaces "
+            "(pruning ratio, round-to, importance, distillation, quantization); every cut of every candidate is "
+            "priced by the split planner. Latency/energy/cost are predicted from profiles; accuracy is measured "
+            "(on --data, else fidelity to the original on synthetic inputs). Re-running the same command resumes.\n\n"
+            "--data FILE.npz is the eval set; a train.npz beside it is used for calibration/distillation.\n\n"
+            "Examples:\n\n"
+            "  edgeplan optimize ex/model.pt --target pi4 --data ex/eval.npz\n\n"
+            "  edgeplan optimize model.onnx --target pi4 --cloud t4 --link 4g --objectives latency,accuracy,energy\n\n"
+            "  edgeplan optimize model.pt --target pi4 --constraint 'accuracy_drop<=1' --trials 40 --out runs/a\n\n"
+            "  edgeplan optimize model.pt --target pi4 --storage postgresql://u:p@db/edgeplan --study s1 --worker"
+        ),
+    )
+    def optimize(
+        model: str = typer.Argument(..., help="Model file (.pt/.pth/.pt2/.onnx) or pkg.module:function."),
+        target: str = typer.Option(..., "--target", help="Edge device profile (e.g. pi4, pi5, jetson-orin-nano, host)."),
+        cloud: str = typer.Option(None, "--cloud", help="Cloud GPU profile (t4, a10g, a100, h100) to plan splits."),
+        link: str = typer.Option("4g", "--link", help="Link profile (3g, 4g, 5g, wifi, ethernet) or 20mbps/40ms."),
+        data: Path = typer.Option(None, "--data", help="Eval data .npz (inputs, labels); train.npz beside it is used for training."),
+        trials: int = typer.Option(12, "--trials", min=1, help="Trials in the study (a resumed study runs the rest)."),
+        timeout: float = typer.Option(None, "--timeout", min=1, help="Stop starting trials after this many seconds."),
+        objectives: str = typer.Option("latency,accuracy,size", "--objectives",
+                                       help="Comma list of latency, accuracy, energy, cost, size."),
+        constraint: list[str] = typer.Option(None, "--constraint", help="METRIC<=LIMIT, e.g. latency_ms<=50, accuracy_drop<=1 (repeatable)."),
+        sampler: str = typer.Option("nsga2", "--sampler", help="nsga2 (default), tpe or random."),
+        storage: str = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite in --out); postgresql://... for workers."),
+        study: str = typer.Option(None, "--study", help="Study name (default: derived from the model and settings)."),
+        worker: bool = typer.Option(False, "--worker", help="Only run trials of a shared study (needs --storage); write no outputs."),
+        out: Path = typer.Option(Path("edgeplan-out"), "--out", help="Output folder."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (sampler, pruning, distillation)."),
+        max_bundles: int = typer.Option(6, "--max-bundles", min=0, help="Bundles written for the best Pareto plans."),
+        input_shape: str = ShapeOpt,
+        trust_model: bool = TrustOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        from edgeplan.planner.search import run_search
+        from edgeplan.planner.search_config import SearchSettings, parse_constraint
+
+        settings = SearchSettings.build(
+            model=model, target=target, cloud=cloud, link=link, data=str(data) if data else None,
+            objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+            constraints=tuple(parse_constraint(c) for c in (constraint or [])), trials=trials, timeout_s=timeout,
+            sampler=sampler, seed=seed, storage=storage, study_name=study, out_dir=str(out),
+            trust_model=trust_model, input_shape=input_shape, max_bundles=max_bundles,
+        )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        err = err_console()
+        prog = Progress(TextColumn("[bold]optimize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[best]}"), console=err, transient=True, disable=as_json)
+        task = prog.add_task("trials", total=trials, best="")
+
+        def on_progress(p) -> None:
+            best = "  ".join(f"{k} {v:.3g}" for k, v in p.best.items())
+            prog.update(task, completed=p.trials_done, total=p.trials_total, best=f"best: {best}" if best else "")
+
+        with prog:
+            result = run_search(settings, worker=worker, progress=on_progress,
+                                log=(lambda s: prog.console.print(f"[dim]{s}[/dim]")) if not as_json else None)
+        if as_json:
+            print_json({"out_dir": str(result.out_dir), "trials_complete": result.trials_complete,
+                        "trials_failed": result.trials_failed, "interrupted": result.interrupted,
+                        "baseline": result.baseline, "plans": result.front, "rejected": result.rejected,
+                        "bundles": [str(b) for b in result.bundles],
+                        "files": {k: str(v) for k, v in result.files.items()}})
+            return
+        out_c = console()
+        if worker:
+            out_c.print(f"worker done: {result.trials_complete} trials complete in the shared study")
+            return
+        from rich.table import Table
+
+        t = Table(title=f"Pareto plans for {settings.target}" + (f" + {settings.cloud} over {settings.link}" if settings.cloud else ""))
+        for col in ("#", "compression", "plan", "latency ms*", "accuracy", "energy mJ*", "$/1k*", "size MB", "measured ms"):
+            t.add_column(col, justify="right" if col not in ("compression", "plan") else "left")
+        for p in result.front:
+            m = p["metrics"]
+            meas = m.get("measured_latency_ms_host")
+            t.add_row(str(p["rank"]), p["recipe_text"], p["name"], f"{m['latency_ms']:.2f}", f"{m['accuracy']:.2f}",
+                      f"{m['energy_mj']:.2f}", f"{m['cost_usd_per_1k']:.4f}", f"{m['size_mb']:.2f}",
+                      f"{meas:.2f}" if meas is not None else "-")
+        out_c.print(t)
+        out_c.print(f"[dim]* predicted from profiles (error band in pareto.json); accuracy: "
+                    f"{'measured on ' + str(data) if data else 'fidelity to the original on synthetic inputs'}; "
+                    f"measured ms: ONNX Runtime on this machine.[/dim]")
+        out_c.print(f"baseline: accuracy {result.baseline['accuracy']:.2f}, predicted {result.baseline['predicted_latency_ms']:.2f} ms")
+        if result.rejected:
+            out_c.print(f"[yellow]{len(result.rejected)} candidate(s) rejected (slower than the baseline); see report.md[/yellow]")
+        if result.interrupted:
+            out_c.print("[yellow]interrupted: finished trials kept; re-run the same command to resume[/yellow]")
+        out_c.print(f"wrote {result.out_dir}/report.md, pareto.json, pareto.png, pareto.html and {len(result.bundles)} bundle(s)")
