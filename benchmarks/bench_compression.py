@@ -193,7 +193,7 @@ def run_model(name: str, work: Path, args: argparse.Namespace) -> tuple[list[Var
         tag = f"@{ratio:g}" if len(args.ratios) > 1 else ""
         # pruned
         _say(f"{name}: pruning (ratio {ratio}, round_to {args.round_to})")
-        pcfg = PruneConfig.build(ratio=ratio, round_to=args.round_to, seed=args.seed)
+        pcfg = PruneConfig.build(ratio=ratio, round_to=args.round_to)
         pr = prune_model(ex_dir / "model.pt", work / name / f"pruned{tag}", pcfg, input_shape=shape)
         macs = (f"MACs {pr.report.macs_before:,} -> {pr.report.macs_after:,}, "
                 f"params {pr.report.params_before:,} -> {pr.report.params_after:,}")

@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "-o", "--out", help="Output folder (quantized.onnx + quantize_report.json)."),
         mode: str = typer.Option("int8", "--mode", help="int8 (static QDQ), int8-dynamic, or fp16."),
         data: Path = typer.Option(None, "--data", help="Calibration/evaluation data: .npz (inputs[, labels]) or image folder."),
+        eval_data: Path = typer.Option(None, "--eval-data", help="Measure accuracy/fidelity on this data instead of --data (e.g. a held-out split)."),
         backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) or inc (Intel Neural Compressor, PT2E; eager PyTorch models)."),
         max_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="Allowed accuracy (or fidelity) loss in percentage points."),
         calibration_samples: int = typer.Option(64, "--calibration-samples", help="Samples used to calibrate int8 ranges."),
@@ -62,7 +63,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(_first_error(e)) from None
         err = err_console()
         progress = None if as_json else (lambda text: err.print(f"[dim]{text}[/dim]"))
-        result = quantize_model(model, out, config, data=data, input_shape=input_shape, trust_model=trust_model, progress=progress)
+        result = quantize_model(model, out, config, data=data, eval_data=eval_data, input_shape=input_shape,
+                                trust_model=trust_model, progress=progress)
         if as_json:
             print_json({"model": model, "out_dir": str(out), **result.to_dict()})
             return
@@ -83,7 +85,9 @@ def _render(r) -> None:
 
     out = console()
     cal = r.calibration_source or "none needed"
-    if r.synthetic_data:
+    if r.calibration_source and r.calibration_source.startswith("synthetic:"):
+        cal = f"SYNTHETIC {r.calibration_source}"
+    if r.synthetic_data and r.eval_source.startswith("synthetic:"):
         out.print(f"[bold yellow]Data: SYNTHETIC[/bold yellow] ({r.eval_source}); numbers below are fidelity to fp32 on random inputs")
     out.print(f"Calibration: {cal}" + (f" ({r.calibration_samples} samples)" if r.calibration_source else ""))
     out.print(f"Evaluation: {r.metric} on {r.eval_samples} samples of {r.eval_source}")

@@ -24,6 +24,8 @@ resumes; heartbeats mark a trial killed mid-way as failed and it is retried), or
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import json
 import time
 from dataclasses import dataclass, field
@@ -161,15 +163,19 @@ def run_search(
     if saved is None:
         study.set_user_attr("settings_key", key)
     done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    if not worker:  # the uncompressed baseline is always trial 0 (its plans are the reference plans)
-        study.enqueue_trial({"prune.ratio": 0.0, "quantize.mode": "none"}, skip_if_exists=True)
-    remaining = max(0, settings.trials - len(done))
+    # the uncompressed baseline is always in the study (its plans are the reference plans); a resumed or
+    # final run that finds it still waiting runs it even when the trial budget is spent
+    study.enqueue_trial({"prune.ratio": 0.0, "quantize.mode": "none"}, skip_if_exists=True)
+    waiting = any(t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+    remaining = max(settings.trials - len(done), int(waiting))
     interrupted = False
     best: dict[str, float] = {}
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: Any) -> list[float]:
         recipe = suggest_recipe(trial, has_data=ev.has_data)
         trial.set_user_attr("recipe", recipe)
+        trial.set_user_attr("worker", worker_id)
         try:
             cand = ev.evaluate(recipe)
         except Exception as e:  # recorded for report.md; Optuna marks the trial failed and goes on
@@ -200,7 +206,9 @@ def run_search(
 
     if remaining:
         try:
-            study.optimize(objective, n_trials=remaining, timeout=settings.timeout_s, callbacks=[on_trial],
+            # MaxTrialsCallback: several --worker processes stop together once the study has `trials` done
+            stop_at = optuna.study.MaxTrialsCallback(settings.trials, states=(optuna.trial.TrialState.COMPLETE,))
+            study.optimize(objective, n_trials=remaining, timeout=settings.timeout_s, callbacks=[on_trial, stop_at],
                            catch=(Exception,), gc_after_trial=True)
         except KeyboardInterrupt:
             interrupted = True

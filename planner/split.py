@@ -743,6 +743,78 @@ def _solve_pattern(problem: SplitProblem, objective: Objective, pattern: tuple[i
     return labels
 
 
+def _sinks(problem: SplitProblem) -> list[int]:
+    """Nodes none of whose outputs is read by another node."""
+    return [i for i in range(problem.n_nodes)
+            if all(not problem.tensor_consumers[j] for j in problem.node_outputs[i])]
+
+
+def _candidates(
+    problem: SplitProblem,
+    objective: Objective,
+    *,
+    require_offload: bool,
+    allow_device_empty: bool,
+    extra_device_cost: np.ndarray | None,
+) -> list[np.ndarray]:
+    K = problem.n_tiers
+    n = problem.n_nodes
+    pats = _patterns(K, allow_device_empty)
+    out: list[np.ndarray] = []
+    if require_offload:
+        for pat in [p for p in pats if max(p) > 0]:
+            for s in _sinks(problem):
+                mt = [0] * n
+                mt[s] = 1
+                lab = _solve_pattern(problem, objective, pat, min_tier=mt, extra_device_cost=extra_device_cost)
+                if lab is not None:
+                    out.append(lab)
+    else:
+        for pat in pats:
+            lab = _solve_pattern(problem, objective, pat, extra_device_cost=extra_device_cost)
+            if lab is not None:
+                out.append(lab)
+    return out
+
+
+def _best_of(problem: SplitProblem, objective: Objective, cands: list[np.ndarray], method: str) -> SplitPlan:
+    best = None
+    for lab in cands:
+        plan = evaluate(problem, lab, objective, name="best", method=method, exact=True, with_memory=False)
+        if best is None or plan.objective_value < best.objective_value - 1e-12:
+            best = plan
+    if best is None:
+        raise PlanError("no assignment satisfies the constraints (privacy pins the model to the device?)")
+    return evaluate(problem, best.node_tiers, objective, name="best", method=method, exact=True)
+
+
+def _solve_with_offload(
+    problem: SplitProblem,
+    objective: Objective,
+    *,
+    allow_device_empty: bool,
+    extra_device_cost: np.ndarray | None = None,
+) -> tuple[SplitPlan, SplitPlan | None]:
+    """(exact best, exact best plan that offloads at least one node or None).
+
+    Two tiers and a single sink (most models): every plan that offloads anything runs the sink off the
+    device, so "best" = min(device-only, best with the sink forced off) and one min-cut gives both.
+    Otherwise one min-cut per tier pattern, and the offload plan is computed only when asked for.
+    """
+    K = problem.n_tiers
+    method = "min-cut over all downward-closed sets (exact)"
+    if K == 2 and len(_sinks(problem)) == 1 and problem.n_nodes > 0:
+        off_c = _candidates(problem, objective, require_offload=True, allow_device_empty=allow_device_empty,
+                            extra_device_cost=extra_device_cost)
+        dev = np.zeros(problem.n_nodes, dtype=np.int64)
+        best = _best_of(problem, objective, off_c + [dev], method)
+        offload = _best_of(problem, objective, off_c, method) if off_c else None
+        return best, offload
+    cands = _candidates(problem, objective, require_offload=False, allow_device_empty=allow_device_empty,
+                        extra_device_cost=extra_device_cost)
+    return _best_of(problem, objective, cands, method), None
+
+
 def solve(
     problem: SplitProblem,
     objective: Objective | None = None,
@@ -762,37 +834,15 @@ def solve(
     is forced off in turn: every non-empty upward-closed set contains a sink).
     """
     objective = objective or Objective.named("latency")
-    K = problem.n_tiers
     if allow_device_empty is None:
         allow_device_empty = problem.options.raw_input_may_leave
-    n = problem.n_nodes
-    candidates: list[np.ndarray] = []
-    pats = _patterns(K, allow_device_empty)
     if require_offload:
-        pats = [p for p in pats if max(p) > 0]
-        sinks = [i for i in range(n) if all(not problem.tensor_consumers[j] for j in problem.node_outputs[i])]
-        for pat in pats:
-            for s in sinks:
-                mt = [0] * n
-                mt[s] = 1
-                lab = _solve_pattern(problem, objective, pat, min_tier=mt, extra_device_cost=extra_device_cost)
-                if lab is not None:
-                    candidates.append(lab)
-    else:
-        for pat in pats:
-            lab = _solve_pattern(problem, objective, pat, extra_device_cost=extra_device_cost)
-            if lab is not None:
-                candidates.append(lab)
-    if not candidates:
-        raise PlanError("no assignment satisfies the constraints (privacy pins the model to the device?)")
-    best = None
-    for lab in candidates:
-        plan = evaluate(problem, lab, objective, name="best", method=f"min-cut over all downward-closed sets "
-                        f"({len(pats)} tier pattern(s))", exact=True, with_memory=False)
-        if best is None or plan.objective_value < best.objective_value - 1e-12:
-            best = plan
-    assert best is not None
-    return evaluate(problem, best.node_tiers, objective, name="best", method=best.method, exact=True)
+        cands = _candidates(problem, objective, require_offload=True, allow_device_empty=allow_device_empty,
+                            extra_device_cost=extra_device_cost)
+        return _best_of(problem, objective, cands, "min-cut over all downward-closed sets that offload (exact)")
+    best, _ = _solve_with_offload(problem, objective, allow_device_empty=allow_device_empty,
+                                  extra_device_cost=extra_device_cost)
+    return best
 
 
 def prefix_assignments(problem: SplitProblem) -> list[np.ndarray]:
@@ -928,18 +978,19 @@ def plan_split(problem: SplitProblem, objective: Objective | None = None) -> Spl
                            method="reference", exact=False)
     cloud_only = evaluate(problem, np.full(n, K - 1, dtype=np.int64), objective, name="cloud-only",
                           method="reference", exact=False)
-    best = solve(problem, objective)
+    best, off = _solve_with_offload(problem, objective, allow_device_empty=problem.options.raw_input_may_leave)
     if not best.feasible and problem.options.memory_budget_bytes is not None:
         best = _memory_fallback(problem, objective, best)
     elif not best.feasible:
         raise PlanError("; ".join(best.notes) or "the best plan is infeasible")
     offload = None
     if not best.is_split and K > 1 and max(best.node_tiers, default=0) == 0:
-        try:
-            off = solve(problem, objective, require_offload=True)
-            offload = replace(off, name="best-offload")
-        except PlanError:
-            offload = None
+        if off is None:
+            try:
+                off = solve(problem, objective, require_offload=True)
+            except PlanError:
+                off = None
+        offload = replace(off, name="best-offload") if off is not None else None
     prefix = None
     if K <= 3 and n > 0:
         prefix = best_prefix(problem, objective)

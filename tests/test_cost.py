@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -234,11 +235,12 @@ def test_calibrate_quick_writes_a_valid_measured_profile(tmp_path, capsys):
     assert not list(tmp_path.glob(".me.toml.*"))  # atomic write left no temp file
 
 
-def test_benchmark_runs_on_a_tiny_case(tmp_path):
+def test_benchmark_runs_on_a_tiny_case(tmp_path, monkeypatch):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_cost_model", ROOT / "benchmarks" / "bench_cost_model.py")
     bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_cost_model", bench)  # dataclasses look their module up there
     spec.loader.exec_module(bench)  # in-process: the subprocess start-up (torch import) dominated this test
     md = tmp_path / "r.md"
     js = tmp_path / "r.json"

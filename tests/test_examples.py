@@ -155,6 +155,7 @@ def test_make_example_digits_cnn_trains_and_writes_everything(digits_cnn_dir):
     assert names == ["eval.npz", "example.json", "model.onnx", "model.pt", "train.npz"]
     manifest = ExampleManifest.model_validate(json.loads((out / "example.json").read_text()))
     assert manifest.eval_accuracy == result.eval_accuracy and manifest.trained
+    assert manifest.train_threads == 1 and manifest.epochs == 10 and manifest.n_eval == 360
     assert manifest.factory == "edgeplan.compressor.archs:digits_cnn" and manifest.input_shape == [1, 1, 8, 8]
     ev = load_data(out / "eval.npz")
     tr = load_data(out / "train.npz")

@@ -225,6 +225,25 @@ def test_fp16_has_half_initializers_and_close_outputs(cnn_onnx, tmp_path):
     assert any("GPU" in n for n in r.notes) and r.calibration_source is None
 
 
+def test_fp16_keeps_resize_scales_float32(tmp_path):
+    class Up(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return nn.functional.interpolate(torch.relu(self.c(x)), scale_factor=2, mode="bilinear")
+
+    torch.manual_seed(0)
+    m, x = Up().eval(), torch.randn(1, 3, 8, 8)
+    src, out = tmp_path / "up.onnx", tmp_path / "up16.onnx"
+    export_onnx(m, (x,), src)
+    assert "Resize" in count_op_types(src)
+    convert_fp16(src, out)
+    y = _run(out, x.numpy())  # Resize's scales must stay float32 or ORT refuses the model
+    assert y.dtype == np.float32 and np.abs(y - m(x).detach().numpy()).max() < 1e-2
+
+
 def test_fp16_without_keep_io_types_has_half_io(cnn_onnx, tmp_path):
     out = tmp_path / "h.onnx"
     convert_fp16(cnn_onnx, out, keep_io_types=False)
@@ -272,6 +291,32 @@ def test_cli_json_and_text(cnn_onnx, tmp_path, capsys):
     assert code == 0
     assert "SYNTHETIC" in text and "Calibration: synthetic:" in text and "fp32" in text
     assert "measured here: ONNX Runtime" in text
+
+
+def test_two_input_model_calibrates_on_synthetic_data(tmp_path):
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(16, 8), nn.Linear(4, 8)
+
+        def forward(self, x, y):
+            return self.a(x) + self.b(y)
+
+    torch.manual_seed(0)
+    src = tmp_path / "two.onnx"
+    export_onnx(Two().eval(), (torch.randn(1, 16), torch.randn(1, 4)), src)
+    r = quantize_onnx(src, tmp_path / "q.onnx", QuantizeConfig(max_accuracy_drop_pts=100.0, speed_search=False, **FAST))
+    assert r.synthetic_data and count_op_types(tmp_path / "q.onnx").get("QuantizeLinear", 0) > 0
+    assert r.metric == "top1_agreement"
+
+
+def test_cli_data_of_wrong_shape_exits_2(cnn_onnx, tmp_path, capsys):
+    from edgeplan.cli.main import main
+
+    data = tmp_path / "bad.npz"
+    np.savez(data, inputs=np.zeros((4, 3, 8, 8), np.float32))
+    assert main(["quantize", str(cnn_onnx), "-o", str(tmp_path / "o"), "--data", str(data)]) == 2
+    assert "expects (1, 8, 8)" in capsys.readouterr().err
 
 
 def test_cli_bad_mode_exits_2(cnn_onnx, tmp_path, capsys):
