@@ -320,8 +320,9 @@ def render(all_results: dict, args: argparse.Namespace, mach: dict, started: str
             verdict = f"{name}: no variant within {TARGET_MAX_DROP_PTS:g} point of fp32 accuracy"
         else:
             met = best[1] >= TARGET_SPEEDUP
+            speed = f"{best[1]:.2f}x faster than fp32" if best[1] >= 1.0 else f"{best[1]:.2f}x the fp32 speed (SLOWER)"
             verdict = (f"{name}: best within {TARGET_MAX_DROP_PTS:g} pt accuracy loss is {best[0]}, "
-                       f"{best[1]:.2f}x faster than fp32 (accuracy {best[2]:+.2f} pts vs fp32) -> target "
+                       f"{speed} (accuracy {best[2]:+.2f} pts vs fp32) -> target "
                        f">= {TARGET_SPEEDUP:g}x {'MET' if met else 'MISSED'}")
         verdicts.append(verdict)
         lines += [f"Verdict: **{verdict}**", ""]
@@ -352,21 +353,19 @@ def main(argv: list[str] | None = None) -> int:
     mach = machine()
     t0 = time.perf_counter()
     results: dict = {}
+    from edgeplan.hardware_profiles.atomic import atomic_write_text
+
     for name in args.models:
         try:
             results[name] = run_model(name, args.work, args)
         except Exception as e:  # noqa: BLE001 - one model failing must not lose the others
             traceback.print_exc()
             results[name] = (f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", {})
-    md = render(results, args, mach, started, time.perf_counter() - t0)
+        md = render(results, args, mach, started, time.perf_counter() - t0)
+        if args.out:  # written after every model, so a late failure keeps the finished tables
+            atomic_write_text(args.out, md + "\n")
     print(md)
-    if args.out:
-        from edgeplan.hardware_profiles.atomic import atomic_write_text
-
-        atomic_write_text(args.out, md + "\n")
     if args.json:
-        from edgeplan.hardware_profiles.atomic import atomic_write_text
-
         raw = {name: ([{k: (str(v) if isinstance(v, Path) else v) for k, v in var.__dict__.items()} for var in r[0]]
                       if not isinstance(r[0], str) else r[0], r[1]) for name, r in results.items()}
         atomic_write_text(args.json, json.dumps({"machine": mach, "started": started, "results": raw}, indent=2, default=str))

@@ -136,8 +136,9 @@ def _render(result) -> None:
              f"{', '.join(lk.name for lk in result.problem.links)} (predicted, ±{band:g}%; objective "
              f"{plans.objective.name})")
     t = Table(title=title)
-    for col in ("plan", "nodes", "cut", "ms", "mJ (device)", "$/1k", "sent", "device FLOPs", "note"):
-        t.add_column(col, justify="right" if col not in ("plan", "cut", "note", "nodes") else "left")
+    for col in ("plan", "nodes", "cut", "ms", "device mJ", "$/1k", "sent", "device FLOPs", "note"):
+        t.add_column(col, justify="right" if col not in ("plan", "cut", "note", "nodes") else "left",
+                     no_wrap=col in ("plan", "ms"), min_width=12 if col == "plan" else None)
     notes: list[str] = []
     for p in plans.all():
         name = f"[bold]{p.name}[/bold]" if p is plans.best else p.name

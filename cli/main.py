@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "edgeplan.cli.cmd_split",
     "edgeplan.cli.cmd_gate",
     "edgeplan.cli.cmd_optimize",
+    "edgeplan.cli.cmd_runtime",
 ]
 
 app = typer.Typer(

@@ -35,6 +35,7 @@ the convention of ``compressor.export``).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -332,7 +333,8 @@ def run_module(module: Any, inputs: np.ndarray, *, batch_size: int = 64) -> np.n
 
     was_training = bool(getattr(module, "training", False))
     if hasattr(module, "eval"):
-        module.eval()
+        with contextlib.suppress(NotImplementedError):  # torch.export GraphModules refuse eval()
+            module.eval()
     x = np.asarray(inputs)
     chunks = []
     try:
@@ -348,7 +350,8 @@ def run_module(module: Any, inputs: np.ndarray, *, batch_size: int = 64) -> np.n
         raise DataError(f"the model cannot run on data of shape {tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from None
     finally:
         if was_training and hasattr(module, "train"):
-            module.train()
+            with contextlib.suppress(NotImplementedError):
+                module.train()
     return np.concatenate(chunks, axis=0)
 
 

@@ -272,6 +272,7 @@ def write_bundle(
     schedule: Any | None = None,
     schedule_parts: bool = False,
     reference_inputs: dict[str, np.ndarray] | None = None,
+    reference_outputs: dict[str, np.ndarray] | None = None,
     tensor_shapes: dict[str, tuple[tuple[int, ...], str]] | None = None,
     notes: list[str] | None = None,
     overwrite: bool = False,
@@ -282,7 +283,10 @@ def write_bundle(
     role -> LinkProfile) the network. ``predicted`` overrides the metrics taken from ``plan``;
     ``measured`` adds a measured set (say how in ``measured_provenance``). ``schedule`` is a
     ``split_schedule.NetworkSchedule``; with ``schedule_parts`` every segment's parts are written too.
-    ``tensor_shapes`` (name -> (shape, dtype)) supplies value_infos the ONNX file lacks.
+    ``reference_inputs`` default to ``default_reference_inputs``; ``reference_outputs`` default to running
+    ``source_onnx`` on them with ORT CPU (pass them only if they come from that same model).
+    ``source_sha256`` is the sha256 of the model the user gave (e.g. the .pt before export); default: of
+    ``source_onnx``. ``tensor_shapes`` (name -> (shape, dtype)) supplies value_infos the ONNX file lacks.
     Returns the bundle path. Raises ``CheckFailed`` if the written parts do not reproduce the source.
     """
     from edgeplan.planner.split_extract import extract_parts, run_model
@@ -293,6 +297,7 @@ def write_bundle(
         raise InputError(f"source model not found: {source_onnx}")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a bundle is meant to be shared
     try:
         paths = extract_parts(source_onnx, plan, tmp, shapes=tensor_shapes)
         parts = [PartRef(file=p.name, tier=io.tier, tier_name=io.tier_name, inputs=list(io.inputs),
@@ -302,9 +307,12 @@ def write_bundle(
             sched_parts = _write_schedule_parts(source_onnx, plan, schedule, tmp, tensor_shapes)
         inputs, outputs = _graph_io(source_onnx)
         feeds = reference_inputs if reference_inputs is not None else default_reference_inputs(source_onnx)
-        ref_out = run_model(source_onnx, feeds)
+        ref_out = dict(reference_outputs) if reference_outputs is not None else run_model(source_onnx, feeds)
         in_names = [t.name for t in inputs]
         out_names = [t.name for t in outputs]
+        missing = [n for n in in_names if n not in feeds] + [n for n in out_names if n not in ref_out]
+        if missing:
+            raise InputError(f"reference data lacks tensor {missing[0]!r} of {source_onnx.name}")
         arrays = {f"input_{i}": np.asarray(feeds[n]) for i, n in enumerate(in_names)}
         arrays.update({f"output_{i}": ref_out[n] for i, n in enumerate(out_names)})
         with open(tmp / "reference.npz", "wb") as f:

@@ -51,7 +51,7 @@ from typing import Callable
 import numpy as np
 
 from edgeplan.hardware_profiles.atomic import atomic_write_text
-from edgeplan.hardware_profiles.errors import MeasurementError
+from edgeplan.hardware_profiles.errors import InputError, MeasurementError
 from edgeplan.hardware_profiles.registry import profile_from_toml, profile_to_toml
 from edgeplan.hardware_profiles.schema import OP_CLASSES, HardwareProfile, Provenance
 
@@ -237,6 +237,11 @@ def micro_benchmarks(quick: bool = False, seed: int = 0) -> list[_Bench]:
                               _convtranspose(cin, cin // 2, h, rng), (1, cin, h, h), q))
     for hh, s, d in ([(2, 64, 64), (12, 128, 64), (4, 256, 32)] if not quick else [(4, 64, 32)]):
         out.append(_Bench(f"attention-matmul h{hh} s{s} d{d} x{L}", "gemm", _attention_matmul(hh, s, d, L), (1, hh, s, d)))
+    if not quick:  # int8 transformer pieces: QDQ around activation x activation MatMuls and residual Adds
+        out.append(_Bench(f"attention-matmul h12 s128 d64 x{L} int8", "gemm", _attention_matmul(12, 128, 64, L),
+                          (1, 12, 128, 64), True))
+        for n in elem[1:]:
+            out.append(_Bench(f"add n{n} x{L} int8", "elementwise", _unary_chain("Add", (1, n), L), (1, n), True))
     for hh, s, d in ([(12, 128, 64), (4, 64, 32)] if not quick else [(4, 64, 32)]):
         # one Transpose per graph: ORT cancels consecutive inverse Transposes, so a chain would measure nothing
         out.append(_Bench(f"transpose h{hh} s{s} d{d}", "data", _transpose_chain((1, hh, s, d), 1), (1, hh, s, d)))
@@ -335,7 +340,7 @@ def _cpu_mhz() -> float | None:
 # ------------------------------------------------------------------------------------------ fitting
 
 _FIT_EFF = ("conv", "dwconv", "convtranspose", "gemm", "elementwise", "norm", "softmax", "pool", "data")
-_FIT_INT8 = ("conv", "dwconv", "convtranspose", "gemm")
+_FIT_INT8 = ("conv", "dwconv", "convtranspose", "gemm", "elementwise")
 _FIT_MEM = ("conv", "dwconv", "convtranspose", "gemm", "elementwise", "norm", "softmax", "pool", "data")
 # Per-class fixed overheads are supported by the schema but not fitted: with them the fit explained the
 # micro-benchmarks better (8.7 % vs 10.3 % median error) and the held-out models worse (resnet18 +4 -> +14 %,
@@ -440,7 +445,10 @@ def calibrate(
     from edgeplan.planner.measure import cpu_governor, cpu_model
 
     if kind not in ("edge", "cloud", "host"):
-        raise MeasurementError(f"kind must be edge, cloud or host, not {kind!r}")
+        raise InputError(f"--kind must be edge, cloud or host, not {kind!r}")
+    if kind == "cloud":
+        raise InputError("--kind cloud needs a price per hour; calibrate as 'host' and add price_usd_per_hour "
+                         "and its provenance to the file")
     t_start = time.perf_counter()
     threads = threads or default_threads()
     min_time_s = 0.02 if quick else 0.1

@@ -1130,14 +1130,6 @@ def run_split(
                        provenance="; ".join(provs))
 
 
-__all__ = [
-    "CutTensor", "LinkSpec", "PartIO", "part_io", "Objective", "SplitOptions", "SplitPlan", "SplitPlans", "SplitProblem",
-    "SplitResult", "TierSpec", "WIRE_DTYPES", "WIRE_FIDELITY", "best_prefix", "build_problem",
-    "device_peak_memory_bytes", "evaluate", "is_valid", "link_from_profile", "plan_split",
-    "prefix_assignments", "run_split", "solve", "split_model", "tier_from_prediction", "with_uplink",
-]
-
-
 def split_model(
     spec: str | Path,
     *,
@@ -1185,3 +1177,11 @@ def split_model(
         tensor_shapes=shapes, overwrite=overwrite,
     )
     return replace(result, bundle_dir=bundle)
+
+
+__all__ = [
+    "CutTensor", "LinkSpec", "PartIO", "part_io", "Objective", "SplitOptions", "SplitPlan", "SplitPlans", "SplitProblem",
+    "SplitResult", "TierSpec", "WIRE_DTYPES", "WIRE_FIDELITY", "best_prefix", "build_problem",
+    "device_peak_memory_bytes", "evaluate", "is_valid", "link_from_profile", "plan_split",
+    "prefix_assignments", "run_split", "solve", "split_model", "tier_from_prediction", "with_uplink",
+]

@@ -250,3 +250,32 @@ def test_benchmark_runs_on_a_tiny_case(tmp_path, monkeypatch):
     row = doc["rows"][0]
     assert row["measured_ms"] > 0 and row["predicted_ms"] > 0
     assert "| tiny-cnn | fp32 |" in md.read_text()
+
+
+def test_cli_predict_a_factory_spec_with_batch(capsys):
+    from edgeplan.cli.main import main
+
+    spec = "edgeplan.compressor.archs:digits_cnn"
+    assert main(["predict", spec, "--target", "pi4", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main(["predict", spec, "--target", "pi4", "--batch", "8", "--json"]) == 0
+    eight = json.loads(capsys.readouterr().out)
+    assert eight["batch"] == 8 and eight["latency_ms"] > one["latency_ms"]
+    assert eight["throughput_per_s"] > one["throughput_per_s"]  # per-run overheads are shared by the batch
+    assert one["cost_usd_per_1k"] is None and one["layers"]
+
+
+def test_help_texts_have_examples(capsys):
+    from edgeplan.cli.main import main
+
+    for cmd in (["predict", "--help"], ["calibrate", "--help"], ["profiles", "--help"], ["profiles", "show", "--help"]):
+        assert main(cmd) == 0
+        assert "edgeplan " in capsys.readouterr().out
+
+
+def test_calibrate_rejects_a_bad_kind_before_measuring(tmp_path, capsys):
+    from edgeplan.cli.main import main
+
+    assert main(["calibrate", "--name", "x", "-o", str(tmp_path / "x.toml"), "--kind", "moon"]) == 2
+    assert "--kind must be edge, cloud or host" in capsys.readouterr().err
+    assert not (tmp_path / "x.toml").exists()

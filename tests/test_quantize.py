@@ -130,6 +130,17 @@ def test_user_data_with_labels_measures_accuracy(cnn_onnx, tmp_path):
     assert r.eval_samples == 40
 
 
+def test_synthetic_calibration_evaluated_on_real_labels(cnn_onnx, tmp_path):
+    x = np.random.default_rng(5).standard_normal((24, 1, 8, 8)).astype(np.float32)
+    ev = tmp_path / "eval.npz"
+    np.savez(ev, inputs=x, labels=np.argmax(_run(cnn_onnx, x), axis=1))
+    r = quantize_onnx(cnn_onnx, tmp_path / "q.onnx", QuantizeConfig(max_accuracy_drop_pts=100.0, speed_search=False, **FAST),
+                      eval_data=ev)
+    assert r.calibration_source.startswith("synthetic:") and r.eval_source == str(ev)
+    assert r.metric == "accuracy" and r.quality_fp32_pct == 100.0 and r.eval_samples == 24
+    assert any(n.startswith("calibration used SYNTHETIC") for n in r.notes)
+
+
 def test_accuracy_fallback_with_zero_budget_keeps_layers_in_fp32(cnn_onnx, tmp_path):
     out = tmp_path / "q.onnx"
     r = quantize_onnx(cnn_onnx, out, QuantizeConfig(max_accuracy_drop_pts=0.0, speed_search=False, **FAST))
@@ -289,7 +300,7 @@ def test_cli_json_and_text(cnn_onnx, tmp_path, capsys):
                  "--max-accuracy-drop", "100"])
     text = capsys.readouterr().out
     assert code == 0
-    assert "SYNTHETIC" in text and "Calibration: synthetic:" in text and "fp32" in text
+    assert "SYNTHETIC" in text and "Calibration: SYNTHETIC synthetic:" in text and "fp32" in text
     assert "measured here: ONNX Runtime" in text
 
 
@@ -324,6 +335,40 @@ def test_cli_bad_mode_exits_2(cnn_onnx, tmp_path, capsys):
 
     assert main(["quantize", str(cnn_onnx), "-o", str(tmp_path / "o"), "--mode", "int4"]) == 2
     assert "mode" in capsys.readouterr().err
+
+
+def test_bn_statistics_synthetic_data_matches_batchnorm_stats():
+    from edgeplan.compressor.quantize_synth import bn_statistics_data
+
+    torch.manual_seed(0)
+    # BatchNorm first, so its statistics are reachable exactly: the inputs must end with channel means
+    # (2, -1) and standard deviations (0.5, 3), far from the normal(0, 1) start.
+    m = nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3)).eval()
+    m[0].running_mean.copy_(torch.tensor([2.0, -1.0]))
+    m[0].running_var.copy_(torch.tensor([0.25, 9.0]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: extra OpenMP threads only add contention on a busy machine
+    try:
+        ds = bn_statistics_data(m, (2, 4, 4), 16, steps=200, lr=0.1)
+    finally:
+        torch.set_num_threads(threads)
+    assert ds.synthetic and ds.source.startswith("synthetic:bn-statistics") and ds.inputs.shape == (16, 2, 4, 4)
+    mean, std = ds.inputs.mean(axis=(0, 2, 3)), ds.inputs.std(axis=(0, 2, 3))
+    assert np.allclose(mean, [2.0, -1.0], atol=0.3) and np.allclose(std, [0.5, 3.0], atol=0.5), (mean, std)
+    assert all(p.requires_grad for p in m.parameters())  # weights handed back trainable, as they came
+
+
+def test_quantize_model_with_bn_stats_calibration(tmp_path):
+    cfg = QuantizeConfig(synthetic="bn-stats", synthetic_steps=5, calibration_samples=8, eval_samples=8,
+                         max_accuracy_drop_pts=100.0, speed_search=False, threads=1, **FAST)
+    r = quantize_model("edgeplan.compressor.archs:digits_cnn", tmp_path / "o", cfg)
+    assert r.calibration_source.startswith("synthetic:bn-statistics") and r.synthetic_data
+    assert count_op_types(tmp_path / "o" / QUANTIZED_NAME).get("QuantizeLinear", 0) > 0
+
+
+def test_bn_stats_refuses_onnx_models(cnn_onnx, tmp_path):
+    with pytest.raises(ConfigError):
+        quantize_model(cnn_onnx, tmp_path / "o", QuantizeConfig(synthetic="bn-stats"))
 
 
 # ------------------------------------------------------------------------------------------ INC

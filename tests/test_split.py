@@ -415,3 +415,45 @@ def test_single_tier_problem_is_device_only():
     problem = build_problem(a, [TierSpec("dev", "edge", (1.0,) * 6)], [])
     plans = plan_split(problem)
     assert plans.best.node_tiers == (0,) * 6 and plans.best.latency_ms == pytest.approx(6.0)
+
+
+def test_run_split_matches_cost_model_for_reference_plans(tmp_path):
+    """device-only / cloud-only are priced exactly as `edgeplan predict` prices the whole model."""
+    from edgeplan.hardware_profiles import load_profile
+    from edgeplan.planner.cost import predict
+    from edgeplan.planner.graph import analyse
+    from edgeplan.planner.split import run_split
+
+    src = _residual_onnx(tmp_path / "res.onnx", blocks=2)
+    res = run_split(src, tiers=["pi4", "t4"], links=["wifi"], schedule=False)
+    analysis = analyse(str(src))
+    pi4, t4 = predict(analysis, load_profile("pi4")), predict(analysis, load_profile("t4"))
+    dev = res.plans.device_only
+    assert dev.latency_ms == pytest.approx(pi4.latency_ms, rel=1e-9)
+    assert dev.energy_mj == pytest.approx(pi4.energy_mj, rel=1e-9)
+    assert dev.error_band_pct == pi4.error_band_pct
+    cloud = res.plans.cloud_only
+    assert cloud.cost_usd_per_1k == pytest.approx(t4.cost_usd_per_1k, rel=1e-9)
+    assert cloud.latency_ms > t4.latency_ms  # + uplink of the raw input, RTT, jitter, downlink
+    assert res.schedule is None and res.planner_ms > 0
+
+
+@pytest.mark.slow
+def test_split_example_architectures_end_to_end(tmp_path):
+    """DCGAN generator and transformer encoder: plan, write a bundle of a real split, verify it."""
+    from dataclasses import replace as dc_replace
+
+    from edgeplan.planner.bundle import verify_bundle, write_bundle
+    from edgeplan.planner.onnx_intake import onnx_for_model
+    from edgeplan.planner.split import run_split
+
+    for name in ("dcgan_generator", "transformer_encoder"):
+        mo = onnx_for_model(f"edgeplan.compressor.archs:{name}")
+        res = run_split(mo.onnx_path, tiers=["pi4", "t4"], links=["ethernet"])
+        best = res.plans.best
+        assert best.objective_value <= res.plans.device_only.objective_value + 1e-9
+        plan = best if best.is_split else res.plans.best_offload
+        assert plan is not None and plan.is_split
+        out = write_bundle(tmp_path / name, plan=dc_replace(plan, name=name), source_onnx=mo.onnx_path,
+                           schedule=res.schedule)
+        assert verify_bundle(out).max_abs_error < 1e-3
