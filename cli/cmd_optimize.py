@@ -86,16 +86,18 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         t = Table(title=f"Pareto plans for {settings.target}" + (f" + {settings.cloud} over {settings.link}" if settings.cloud else ""))
-        for col in ("#", "compression", "plan", "latency ms*", "accuracy", "energy mJ*", "$/1k*", "size MB", "measured ms"):
+        for col in ("#", "compression", "plan", "latency ms*", "accuracy", "eval", "energy mJ*", "$/1k*", "size MB", "measured ms"):
             t.add_column(col, justify="right" if col not in ("compression", "plan") else "left")
         for p in result.front:
             m = p["metrics"]
             meas = m.get("measured_latency_ms_host")
             t.add_row(str(p["rank"]), p["recipe_text"], p["name"], f"{m['latency_ms']:.2f}", f"{m['accuracy']:.2f}",
+                      (p.get("evaluation") or "").split(" ")[0],
                       f"{m['energy_mj']:.2f}", f"{m['cost_usd_per_1k']:.4f}", f"{m['size_mb']:.2f}",
                       f"{meas:.2f}" if meas is not None else "-")
         out_c.print(t)
-        out_c.print(f"[dim]* predicted from profiles (error band in pareto.json); accuracy: "
+        out_c.print(f"[dim]* predicted from profiles (error band in pareto.json); eval: proxy = small sample only, "
+                    f"full = whole eval set + measured here; accuracy: "
                     f"{'measured on ' + str(data) if data else 'fidelity to the original on synthetic inputs'}; "
                     f"measured ms: ONNX Runtime on this machine.[/dim]")
         out_c.print(f"baseline: accuracy {result.baseline['accuracy']:.2f}, predicted {result.baseline['predicted_latency_ms']:.2f} ms")

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
                           on_event=lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False))
         h = srv.service.health()
         err.print(f"serving {bundle_dir} (plan {h['plan']}, manifest {h['manifest_sha256'][:12]}...) at {srv.url}"
-                  f"{' with a bearer token' if token else ' WITHOUT a token'}; Ctrl-C stops")
+                  f"{' with a bearer token' if token else ' WITHOUT a token'}; Ctrl-C stops", soft_wrap=True)
         try:
             srv.serve_forever()
         except KeyboardInterrupt:

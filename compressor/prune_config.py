@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeplan.hardware_profiles.errors import ConfigError
+from edgeplan.compressor.search_space import SearchParam
 
 __all__ = ["Override", "PruneConfig", "SearchParam", "resolve_ratio", "MAX_RATIO"]
 
@@ -57,23 +58,6 @@ class Override(BaseModel):
             except re.error as e:
                 raise ValueError(f"invalid regular expression {v!r}: {e}") from None
         return v
-
-
-@dataclass(frozen=True)
-class SearchParam:
-    """One searchable setting: ``kind`` "float" (``low``..``high``) or "categorical" (``choices``)."""
-
-    name: str
-    kind: Literal["float", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] = ()
-
-    def suggest(self, trial: Any, prefix: str = "prune.") -> Any:
-        """Ask an Optuna trial (duck-typed: ``suggest_float``/``suggest_categorical``) for a value."""
-        if self.kind == "float":
-            return trial.suggest_float(prefix + self.name, self.low, self.high)
-        return trial.suggest_categorical(prefix + self.name, list(self.choices))
 
 
 class PruneConfig(BaseModel):
@@ -129,7 +113,7 @@ class PruneConfig(BaseModel):
             if p.name == "importance" and not has_data:
                 values["importance"] = "magnitude"
                 continue
-            values[p.name] = p.suggest(trial)
+            values[p.name] = p.suggest(trial, prefix="prune.")
         return cls.build(**values)
 
 

@@ -55,6 +55,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from edgeplan.hardware_profiles.atomic import atomic_path, atomic_write_text
+from edgeplan.compressor.search_space import SearchParam
 from edgeplan.hardware_profiles.errors import ConfigError
 
 __all__ = [
@@ -83,27 +84,6 @@ _BISECT_STEPS = 3
 SYNTHETIC_EVAL_SAMPLES = 128
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class SearchParam:
-    """One searchable setting: ``kind`` is "categorical" (``choices``), "int" or "float" (``low``..``high``)."""
-
-    name: str
-    kind: Literal["categorical", "int", "float"]
-    choices: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-
-    def suggest(self, trial: Any, prefix: str = "quantize.") -> Any:
-        """Ask an Optuna trial for a value (kept here so a search needs no per-pass code)."""
-        name = prefix + self.name
-        if self.kind == "categorical":
-            return trial.suggest_categorical(name, list(self.choices))
-        if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
 
 
 class QuantizeConfig(BaseModel):

@@ -87,7 +87,10 @@ class LinkEstimator:
     window: int = 8
     min_excess_ms: float = 1.0
     rtt_ms: float | None = None
-    samples: deque = field(default_factory=lambda: deque(maxlen=8))  # (sent_bytes, network_ms)
+    samples: deque = field(default_factory=deque)  # (sent_bytes, network_ms), the last ``window``
+
+    def __post_init__(self) -> None:
+        self.samples = deque(self.samples, maxlen=self.window)
 
     def add_rtt(self, ms: float) -> None:
         self.rtt_ms = ms if self.rtt_ms is None else min(self.rtt_ms, ms)
@@ -150,6 +153,9 @@ class SplitClient:
         self.sha256 = manifest_sha256(self.dir)
         self.variants = {v.index: v for v in bundle_variants(self.manifest)}
         self.runner = PartRunner(self.dir, threads)
+        for v in self.variants.values():  # load every session now: timings never include session creation
+            for p in v.parts:
+                self.runner.session(p.file)
         self.token = token
         self.timeout_s = float(timeout_s)
         if timeout_s <= 0:

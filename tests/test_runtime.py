@@ -367,3 +367,68 @@ def test_config_errors(bundles, tmp_path):
         with pytest.raises(CheckFailed, match="different bundle"):
             c.infer({"x": bundles["x"]})
         c.close()
+
+
+def test_cli_serve_help_and_config_errors(bundles, tmp_path, capsys):
+    from edgeplan.cli.main import main
+
+    assert main(["serve", "--help"]) == 0 and "Example" in capsys.readouterr().out
+    assert main(["run", "--help"]) == 0
+    assert main(["serve", str(bundles["main"]), "--tls-cert", str(tmp_path / "c.pem")]) == 2
+    assert "go together" in capsys.readouterr().err
+    (tmp_path / "empty").write_text("\n")
+    assert main(["serve", str(bundles["main"]), "--token-file", str(tmp_path / "empty")]) == 2
+    np.save(tmp_path / "x.npy", bundles["x"])
+    assert main(["run", str(bundles["main"]), "--input", str(tmp_path / "x.npy")]) == 2  # no --cloud
+    np.save(tmp_path / "bad.npy", np.zeros((1, 3, 8, 8), np.float32))
+    assert main(["run", str(bundles["main"]), "--input", str(tmp_path / "bad.npy"), "--local-only"]) == 2
+    assert "expects" in capsys.readouterr().err
+
+
+def test_compressed_wire_end_to_end(bundles):
+    with serving(bundles["adaptive"]) as srv:
+        for comp, tol in (("fp16", 1e-2), ("int8", 5e-2)):
+            c = SplitClient(bundles["adaptive"], srv.url, timeout_s=5, compress=comp, adaptive=False)
+            raw = SplitClient(bundles["adaptive"], srv.url, timeout_s=5, compress=None, adaptive=False)
+            r, r0 = c.infer({"x": bundles["x"]}), raw.infer({"x": bundles["x"]})
+            c.close()
+            raw.close()
+            assert r.mode == r0.mode == "split" and r.sent_bytes < r0.sent_bytes
+            scale = float(np.abs(bundles["y"]).max())
+            np.testing.assert_allclose(r.outputs["y"], bundles["y"], atol=tol * scale)
+
+
+def test_real_serve_process_killed_client_falls_back(bundles, tmp_path):
+    """`edgeplan serve` as a real process; SIGKILL it; the client falls back and says why."""
+    import os
+    import re
+    import selectors
+    import signal
+
+    exe = Path(sys.executable).parent / "edgeplan"
+    if not exe.exists():
+        pytest.skip("the edgeplan console script is not installed in this environment")
+    (tmp_path / "tok").write_text(TOKEN)
+    proc = subprocess.Popen([str(exe), "serve", str(bundles["main"]), "--port", "0", "--token-file",
+                             str(tmp_path / "tok")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        text, deadline = b"", time.monotonic() + 30
+        while b"Ctrl-C" not in text and time.monotonic() < deadline and proc.poll() is None:
+            if sel.select(timeout=1):
+                text += os.read(proc.stderr.fileno(), 4096)
+        m = re.search(rb"(http://127\.0\.0\.1:\d+)", text)
+        assert m, text.decode(errors="replace")
+        client = SplitClient(bundles["main"], m.group(1).decode(), token=TOKEN, timeout_s=5)
+        assert client.infer({"x": bundles["x"]}).mode == "split"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        r = client.infer({"x": bundles["x"]})
+        client.close()
+        assert r.mode == "local-fallback" and r.reason.startswith("fell back to local:")
+        np.testing.assert_allclose(r.outputs["y"], bundles["y"], rtol=1e-5, atol=1e-5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
