@@ -133,7 +133,7 @@ def _inc_variants(manifest: dict, ex_dir: Path, out: Path, train: Path, ev, args
     ort_fp32 = by.get("fp32 ONNX Runtime")
     # accuracy on eval.npz: the saved INC program run eagerly (same int8 arithmetic, not compiled)
     prog = torch.export.load(str(qi.out_path)).module()
-    out_eval = run_module(prog, ev.inputs, batch_size=64)
+    out_eval = run_module(prog, ev.inputs, batch_size=1)  # the exported program is specialised to batch 1
     acc = evaluate_outputs(out_eval, labels=ev.labels, data_source=ev.source).accuracy
     rows = []
     if torch_fp32 is not None:
@@ -177,7 +177,7 @@ def run_model(name: str, work: Path, args: argparse.Namespace) -> tuple[list[Var
     ev = load_data(ex_dir / "eval.npz")
     variants = [Variant("fp32", fp32, "example model.onnx")]
 
-    qcfg = QuantizeConfig(mode="int8", timing_repeats=max(10, args.repeats // 3), seed=args.seed)
+    qcfg = QuantizeConfig(mode="int8", timing_repeats=max(10, args.repeats // 3), seed=args.seed, threads=args.threads)
 
     def quantize(label: str, src: Path, what: str) -> None:
         _say(f"{name}: quantizing {label}")
@@ -273,6 +273,10 @@ def render(all_results: dict, args: argparse.Namespace, mach: dict, started: str
         f"- Latency: ONNX Runtime CPU, batch 1, `ort_timing.time_side_by_side` (all variants of one model in one "
         f"process, runs interleaved), {args.repeats} runs each after 5 warm-ups; median and p90. "
         "Speed-up = fp32 median / variant median, same run.",
+        "- Threads: with 2 intra-op threads on this shared 2-core machine ORT's spinning thread pool was "
+        "preempted by other jobs and long runs stretched far more than short ones (measured side by side at "
+        "load ~2-8: digits-resnet fp32 median 20 ms with 2 threads vs 3.5 ms with 1; int8 16.3 ms vs 1.7 ms), "
+        "which inflates speed-ups; 1 thread gives stable ratios here, so use `--threads 1` on a busy machine.",
         "- Accuracy: top-1 on the example's eval.npz in ONNX Runtime; agreement = top-1 agreement with fp32.",
         "- Size: the ONNX file on disk.",
         "",

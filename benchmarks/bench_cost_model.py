@@ -155,7 +155,6 @@ def _prune(model, x):
 
 def _variants(name, build, variants, tmp: Path, log):
     """Yield (variant, onnx path or None, note)."""
-    import torch
 
     from edgeplan.compressor.export import export_onnx
     from edgeplan.compressor.quantize_ort import preprocess, quantize_static_qdq

@@ -127,6 +127,99 @@ def measure(mode: str, repeats: int, work: Path) -> list[dict]:
     return rows
 
 
+def adaptation(mode: str, work: Path) -> dict:
+    """Does the client follow the network schedule when the link changes under it?
+
+    The bundle is the residual CNN of tests/test_split.py with *synthetic* tier speeds (device 1 ms per
+    node, cloud 0.01 ms: the schedule is device-only below ~8.6 Mbit/s and cuts after the stem above);
+    the point is the runtime's switching, not the profiles. Phases: 50 Mbit/s, then 2 Mbit/s, then 50
+    Mbit/s again (tbf: the kernel rate changes under a running client; emulated: the client's sleep does).
+    """
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_split import _residual_onnx, _tiers_for
+
+    from edgeplan.planner.bundle import write_bundle
+    from edgeplan.planner.graph import analyse
+    from edgeplan.planner.runtime_client import SplitClient
+    from edgeplan.planner.runtime_server import make_server
+    from edgeplan.planner.split import LinkSpec, build_problem, solve
+    from edgeplan.planner.split_schedule import network_schedule
+
+    src = _residual_onnx(work / "res.onnx")
+    analysis = analyse(str(src))
+    problem = build_problem(analysis, _tiers_for(analysis), [LinkSpec("l", 10.0, 10.0, 5.0)])
+    sched = network_schedule(problem)
+    bundle = write_bundle(work / "adaptive", plan=solve(problem), source_onnx=src, schedule=sched,
+                          schedule_parts=True, overwrite=True)
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    srv = make_server(bundle, "127.0.0.1", 0)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    phases = []
+    try:
+        client = SplitClient(bundle, srv.url, timeout_s=30)
+        for mbps, n in ((50.0, 12), (2.0, 12), (50.0, 25)):
+            if mode == "tbf":
+                _tc(["qdisc", "replace", "dev", "lo", "root", "tbf", "rate", f"{mbps:g}mbit", "burst", "4500",
+                     "latency", "2000ms"])
+                client.emulate = RttOnly(5.0)
+            else:
+                client.emulate = LinkSpec("e", mbps, mbps, 5.0)
+            seq, est = [], []
+            for _ in range(n):
+                r = client.infer({"x": x})
+                seq.append(r.variant if r.mode == "split" else f"L{r.variant}")
+                est.append(client.link.uplink_mbps())
+            phases.append({"mbps": mbps, "variants": seq, "estimates": [None if e is None else round(e, 2)
+                                                                         for e in est]})
+        client.close()
+    finally:
+        srv.stop()
+        t.join(timeout=5)
+        if mode == "tbf":
+            _tc(["qdisc", "del", "dev", "lo", "root"], check=False)
+    return {"mode": mode, "breakpoints_mbps": list(sched.breakpoints_mbps), "phases": phases}
+
+
+def concurrency(work: Path, n_req: int = 25) -> list[dict]:
+    """Plain loopback, no link emulation: 1 vs 8 concurrent clients (one thread and one connection each)
+    against one server; per-request wall time and aggregate throughput. On this 2-core machine the
+    server and the clients share the same cores, so this measures the runtime's overhead, not a network."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeplan.planner.runtime_client import SplitClient
+    from edgeplan.planner.runtime_server import make_server
+
+    bundle, _, x = build_bundle(work, "200mbps/5ms")
+    srv = make_server(bundle, "127.0.0.1", 0)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    out = []
+    try:
+        for n_clients in (1, 8):
+            def work_one(_):
+                c = SplitClient(bundle, srv.url, timeout_s=30)
+                feeds = {c.input_names()[0]: x}
+                c.infer(feeds)  # warm-up
+                rs = [c.infer(feeds) for _ in range(n_req)]
+                c.close()
+                return rs
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(n_clients) as ex:
+                results = [r for rs in ex.map(work_one, range(n_clients)) for r in rs]
+            wall = time.perf_counter() - t0
+            lat = [r.total_ms for r in results]
+            out.append({"clients": n_clients, "requests": len(results),
+                        "all_split": all(r.mode == "split" for r in results),
+                        "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
+                        "p99_ms": float(np.percentile(lat, 99)), "throughput_per_s": len(results) / wall})
+    finally:
+        srv.stop()
+        t.join(timeout=5)
+    return out
+
+
 def _tc(args: list[str], check: bool = True) -> None:
     subprocess.run(["tc", *args], check=check, capture_output=True, timeout=10)
 
@@ -171,7 +264,7 @@ def pct(meas: float, pred: float) -> str:
     return f"{100 * (meas - pred) / pred:+.1f}%"
 
 
-def render(rows: list[dict], why_no_tbf: str | None) -> str:
+def render(rows: list[dict], why_no_tbf: str | None, adapts: list[dict], conc: list[dict]) -> str:
     lines = ["# Split runtime: measured vs predicted latency", "",
              f"Generated by `benchmarks/bench_runtime.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
              "(2-core shared machine; other jobs were running, so medians are reported with p90).", "",
@@ -198,8 +291,51 @@ def render(rows: list[dict], why_no_tbf: str | None) -> str:
             f"{r['meas_server_ms']:.2f} |")
     ok = [abs(r["meas_e2e_ms"] - r["pred_e2e_ms"]) / r["pred_e2e_ms"] <= 0.15 for r in rows]
     okn = [abs(r["meas_network_ms"] - r["pred_network_ms"]) / r["pred_network_ms"] <= 0.15 for r in rows]
-    lines += ["", f"Within the +-15% target: network part {sum(okn)}/{len(rows)} rows, end-to-end {sum(ok)}/{len(rows)} "
+    lines += ["", f"Within the +-15% target: network part {sum(okn)}/{len(rows)} rows, "
+              f"end-to-end {sum(ok)}/{len(rows)} "
               f"rows. The host profile's own error band is +-{rows[0]['error_band_pct']:.0f}% for compute.", ""]
+    net_res = [r["meas_network_ms"] - r["pred_network_ms"] for r in rows]
+    e2e_res = [r["meas_e2e_ms"] - r["pred_e2e_ms"] for r in rows]
+    cmp_res = [(r["meas_device_ms"] + r["meas_server_ms"]) - (r["pred_device_ms"] + r["pred_cloud_ms"]) for r in rows]
+    lines += ["### Reading the numbers", "",
+              f"- Network: measured minus predicted is {min(net_res):+.2f} to {max(net_res):+.2f} ms across rows: a "
+              "roughly constant per-request cost (HTTP framing, Python, loopback, TCP ACK pacing under tbf) that "
+              "the planner's link model (RTT + bits/bandwidth + 500 MB/s serialisation) does not include; small "
+              "against a slow link, largest in relative terms on the fastest link.",
+              f"- Compute: measured (device part + server part) minus predicted is {min(cmp_res):+.2f} to "
+              f"{max(cmp_res):+.2f} ms. The host profile predicts 0.04-0.08 ms for these tiny parts; each ORT "
+              "`run` from Python costs ~0.2-0.4 ms here, which the profile's per-inference overhead (13 us) "
+              "does not capture. It matters only when the network term is small, which is why the end-to-end "
+              "error grows with bandwidth.",
+              "- So: the network part of the prediction holds within the +-15% target on every row; the "
+              f"end-to-end is off by {min(e2e_res):+.2f} to {max(e2e_res):+.2f} ms of unmodelled fixed overhead, "
+              "which is inside the target on slow links and outside it on the fastest. A per-request runtime "
+              "overhead term in the split cost model (measured per machine, like the profiles) would close it.", ""]
+    lines += ["## Adaptive cut under a changing link", "",
+              "Residual CNN with synthetic tier speeds (device 1 ms/node, cloud 0.01 ms/node) so that the bundle's "
+              "network schedule has a breakpoint; the client starts with the plan's cut and then follows the "
+              "schedule for its measured uplink. Variant 1 = the split segment, `L0` = the device-only segment "
+              "(run locally; every 10th request probes with the plan's cut), -1 = the plan's own cut.", ""]
+    for a in adapts:
+        lines.append(f"**{a['mode']}** (schedule breakpoint {', '.join(f'{b:.2f}' for b in a['breakpoints_mbps'])} "
+                     "Mbit/s):")
+        lines.append("")
+        for ph in a["phases"]:
+            est = [e for e in ph["estimates"] if e is not None]
+            lines.append(f"- link {ph['mbps']:g} Mbit/s: variants {' '.join(str(v) for v in ph['variants'])}; "
+                         f"last uplink estimate {est[-1] if est else 'none'} Mbit/s")
+        lines.append("")
+    lines += ["## Concurrent clients (plain loopback, no link emulation)", "",
+              "Same CNN bundle (131 kB cut); each client is a thread with its own connection, all on this 2-core "
+              "machine together with the server (which uses 1 ORT thread per request). Wall clock per inference "
+              "(device part + request + decode, includes the 131 kB copy through loopback).", "",
+              "| clients | requests | all split | p50 ms | p90 ms | p99 ms | throughput /s |",
+              "|---|---|---|---|---|---|---|"]
+    for c in conc:
+        lines.append(f"| {c['clients']} | {c['requests']} | {c['all_split']} | {c['p50_ms']:.2f} | "
+                     f"{c['p90_ms']:.2f} | "
+                     f"{c['p99_ms']:.2f} | {c['throughput_per_s']:.0f} |")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -214,15 +350,20 @@ def main() -> None:
     if args.inner:
         with tempfile.TemporaryDirectory() as d:
             rows = measure(args.inner, args.repeats, Path(d))
-        args.inner_out.write_text(json.dumps(rows))
+            adapt = adaptation(args.inner, Path(d))
+        args.inner_out.write_text(json.dumps({"rows": rows, "adapt": adapt}))
         return
     why = "--no-tbf" if args.no_tbf else netns_available()
-    rows = []
+    rows, adapts = [], []
     if why is None:
-        rows += run_tbf(args.repeats)
+        doc = run_tbf(args.repeats)
+        rows += doc["rows"]
+        adapts.append(doc["adapt"])
     with tempfile.TemporaryDirectory() as d:
         rows += measure("emulated", args.repeats, Path(d))
-    text = render(rows, why)
+        adapts.append(adaptation("emulated", Path(d)))
+        conc = concurrency(Path(d))
+    text = render(rows, why, adapts, conc)
     args.out.write_text(text, encoding="utf-8")
     print(text)
 

@@ -81,10 +81,11 @@ class LinkEstimator:
     RTT = the smallest network time seen (health probes and requests). A request's uplink sample is
     ``sent_bytes * 8 / (network_ms - rtt)``, kept only when the excess over the RTT is at least
     ``min_excess_ms`` (below that the payload was too small to say anything about bandwidth: timer and
-    scheduling noise dominate). The estimate is the median of the last ``window`` samples, or None.
+    scheduling noise dominate). The estimate is the median of the last ``window`` (5) samples, or None:
+    robust to one outlier, and a changed link shows after 3 requests.
     """
 
-    window: int = 8
+    window: int = 5
     min_excess_ms: float = 1.0
     rtt_ms: float | None = None
     samples: deque = field(default_factory=deque)  # (sent_bytes, network_ms), the last ``window``
@@ -170,6 +171,7 @@ class SplitClient:
         self.probe_every = 10
         self._n = 0
         self._last_variant = self.variants[-1]
+        self._probed_last = False
         self._down_until = 0.0
         self._conn: http.client.HTTPConnection | None = None
         self._checked = False
@@ -208,16 +210,27 @@ class SplitClient:
         bw = self.link.uplink_mbps()
         if bw is None:
             return self._last_variant
+        chosen = self._segment_for(bw)
+        self._last_variant = chosen
+        if not chosen.is_split and self.variants[-1].is_split:
+            # probe: every probe_every-th request, and again right after a probe whose own rate points to
+            # another segment (so a recovered link is confirmed in a few requests, not a whole window)
+            last_b, last_ms = self.link.samples[-1]
+            excess = last_ms - (self.link.rtt_ms or 0.0)
+            last_rate = last_b * 8.0 / (excess * 1e3) if excess >= self.link.min_excess_ms else None
+            disagrees = last_rate is not None and self._segment_for(last_rate).index != chosen.index
+            if self._n % self.probe_every == 0 or (disagrees and self._probed_last):
+                self._probed_last = True
+                return self.variants[-1]
+        self._probed_last = False
+        return chosen
+
+    def _segment_for(self, bw: float) -> Variant:
         segs = [v for i, v in sorted(self.variants.items()) if i >= 0]
-        chosen = segs[-1]
         for v in segs:
             if v.max_mbps is not None and bw < v.max_mbps:
-                chosen = v
-                break
-        self._last_variant = chosen
-        if not chosen.is_split and self.variants[-1].is_split and self._n % self.probe_every == 0:
-            return self.variants[-1]
-        return chosen
+                return v
+        return segs[-1]
 
     # ---------------------------------------------------------------- network
 

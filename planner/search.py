@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeplan.hardware_profiles.errors import ConfigError, InputError
-from edgeplan.planner.pareto import DIRECTIONS, METRIC_OF, pareto_indices
+from edgeplan.planner.pareto import DIRECTIONS, METRIC_OF
 from edgeplan.planner.search_config import SearchSettings
 
 

@@ -148,6 +148,8 @@ def decode_with_meta(
                             parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
         raise WireError(f"header is not valid UTF-8 JSON: {e}") from None
+    except RecursionError:
+        raise WireError("header JSON is nested too deeply") from None
     if not isinstance(header, dict) or set(header) - {"tensors", "meta"} or "tensors" not in header:
         raise WireError("header must be an object with 'tensors' (and optionally 'meta')")
     meta = header.get("meta", {})

@@ -123,6 +123,7 @@ def _tamper(payload: bytes, fn) -> bytes:
 
 def test_wire_rejects_malformed_payloads():
     good = wire.encode({"a": np.ones((2, 3), np.float32)})
+    hlen = int.from_bytes(good[8:12], "little")
     exp = {"a": ([2, 3], "float32")}
     assert issubclass(wire.WireError, InputError)
     bad = {
@@ -133,7 +134,7 @@ def test_wire_rejects_malformed_payloads():
         "header past end": good[:8] + (10 ** 6).to_bytes(4, "little") + good[12:],
         "truncated data": good[:-1],
         "trailing": good + b"\0",
-        "not json": good[:12] + b"{" * int.from_bytes(good[8:12], "little") + good[12 + int.from_bytes(good[8:12], "little"):],
+        "not json": good[:12] + b"{" * hlen + good[12 + hlen:],
         "nbytes": _tamper(good, lambda h: h["tensors"][0].update(nbytes=8)),
         "shape": _tamper(good, lambda h: h["tensors"][0].update(shape=[3, 2])),
         "negative": _tamper(good, lambda h: h["tensors"][0].update(shape=[-2, -3])),
@@ -143,6 +144,8 @@ def test_wire_rejects_malformed_payloads():
         "extra key": _tamper(good, lambda h: h["tensors"][0].update(pickle=True)),
         "name": _tamper(good, lambda h: h["tensors"][0].update(name="b")),
         "dup": _tamper(good, lambda h: h["tensors"].append(dict(h["tensors"][0]))),
+        "nesting": good[:8] + (200_000).to_bytes(4, "little") + b"[" * 100_000 + b"]" * 100_000,
+        "nan": _tamper(good, lambda h: h["meta"].update(x=1000)).replace(b'"x": 1000', b'"x": NaN '),
     }
     for what, payload in bad.items():
         with pytest.raises(wire.WireError):
@@ -432,3 +435,22 @@ def test_real_serve_process_killed_client_falls_back(bundles, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_slow_client_is_cut_off_and_others_are_served(bundles):
+    import socket
+
+    with serving(bundles["main"], request_timeout_s=0.5) as srv:
+        host, port = srv.server_address[:2]
+        s = socket.create_connection((host, port), timeout=5)
+        try:
+            s.sendall(b"POST /v1/infer HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)  # then stalls
+            c = SplitClient(bundles["main"], srv.url, timeout_s=5)
+            assert c.infer({"x": bundles["x"]}).mode == "split"  # served while the slow client hangs
+            c.close()
+            t0 = time.perf_counter()
+            data = s.recv(4096)  # the server gives up on the stalled body after its read timeout
+            assert time.perf_counter() - t0 < 4.5
+            assert data == b"" or b"400" in data.split(b"\r\n")[0]
+        finally:
+            s.close()
