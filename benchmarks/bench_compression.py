@@ -29,7 +29,7 @@ Measured, all in one process on this machine:
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_compression.py --out benchmarks/RESULTS_compression.md
+    .venv/bin/python benchmarks/bench_compression.py --out /tmp/section.md
     .venv/bin/python benchmarks/bench_compression.py --models digits-cnn --kd-epochs 2 --repeats 30 --out /tmp/r.md
 """
 

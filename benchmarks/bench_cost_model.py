@@ -19,7 +19,7 @@ used. Predicted = ``planner.cost.predict(analyse(onnx), profile)``.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_cost_model.py --out benchmarks/RESULTS_cost.md
+    .venv/bin/python benchmarks/bench_cost_model.py --out /tmp/section.md
     .venv/bin/python benchmarks/bench_cost_model.py --tiny --out /tmp/r.md     # one tiny case (tests)
 
 The machine these numbers come from is shared with other jobs, so measured latency is noisy; the

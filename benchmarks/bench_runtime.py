@@ -2,7 +2,7 @@
 prediction for the same link.
 
 Run (as root for the kernel-shaped mode):  .venv/bin/python benchmarks/bench_runtime.py [--repeats 15]
-                                               [--out benchmarks/RESULTS_runtime.md]
+                                               [--out FILE]
 
 What is compared, and why:
 - The model is a small CNN (3x64x64 input) exported with ``compressor.export.export_onnx``; the plan is the
@@ -342,7 +342,7 @@ def render(rows: list[dict], why_no_tbf: str | None, adapts: list[dict], conc: l
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS_runtime.md")
+    ap.add_argument("--out", type=Path, help="Also write the markdown section to this file (it is printed anyway).")
     ap.add_argument("--inner", choices=["tbf", "emulated"], help=argparse.SUPPRESS)
     ap.add_argument("--inner-out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--no-tbf", action="store_true", help="Only the emulated mode.")
@@ -364,8 +364,9 @@ def main() -> None:
         adapts.append(adaptation("emulated", Path(d)))
         conc = concurrency(Path(d))
     text = render(rows, why, adapts, conc)
-    args.out.write_text(text, encoding="utf-8")
     print(text)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

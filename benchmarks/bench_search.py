@@ -123,6 +123,7 @@ def bench_kill(args) -> str:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
     db = f"sqlite:///{out / 'study.db'}"
     before: set[int] = set()
+    killed: set[int] = set()
     deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None:
         time.sleep(1)
@@ -133,19 +134,23 @@ def bench_kill(args) -> str:
             running = [t for t in st.trials if t.state == optuna.trial.TrialState.RUNNING]
             if len(done) >= 3 and running:
                 before = done
+                killed = {t.number for t in running}
                 os.kill(proc.pid, signal.SIGKILL)
                 break
         except Exception:  # noqa: BLE001 - the db may not exist yet
             continue
     proc.wait()
-    subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     st = optuna.load_study(study_name=optuna.get_all_study_summaries(db)[0].study_name, storage=db)
     after = {t.number for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE}
     lost = len(before - after)
+    states = {t.number: t.state.name for t in st.trials if t.number in killed}
+    retried = [t.number for t in st.trials if t.user_attrs.get("retry_of") in killed or t.system_attrs.get("failed_trial") in killed]
     shutil.rmtree(work, ignore_errors=True)
     return (f"### kill -9 mid-trial, then resume\n\nKilled `edgeplan optimize` (SIGKILL) with {len(before)} trials complete "
-            f"and one running; re-ran the same command: {len(after)} complete afterwards, **{lost} completed trials "
-            f"lost** (target 0); the killed trial was failed by the heartbeat and re-queued.\n")
+            f"and trial(s) {sorted(killed)} running; re-ran the same command (exit {rerun.returncode}): {len(after)} complete afterwards, "
+            f"**{lost} completed trials lost** (target 0). The killed trial's state after the resume: {states}; "
+            f"re-queued as trial(s) {retried or 'none'} (`search._fail_orphaned_trials` at start-up).\n")
 
 
 def main() -> None:

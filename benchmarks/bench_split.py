@@ -1,6 +1,6 @@
 """Split planner benchmark: planner time on >= 1,000-node graphs, and optimality vs brute force.
 
-Run:  .venv/bin/python benchmarks/bench_split.py [--quick] [--out benchmarks/RESULTS_split.md]
+Run:  .venv/bin/python benchmarks/bench_split.py [--quick] [--out /tmp/section.md]
 
 1. Planner time (wall clock, ``time.perf_counter``, median of 5 after one warm-up, this machine) for
    ``plan_split`` (best + reference plans), one ``solve`` and the full ``network_schedule`` on:

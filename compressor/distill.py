@@ -56,6 +56,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeplan.compressor.data import Dataset, load_data, synthetic_data
+from edgeplan.compressor.search_space import SearchParam
 from edgeplan.compressor.evaluate import EvalResult, evaluate_onnx, evaluate_outputs, run_module
 from edgeplan.hardware_profiles.atomic import atomic_write_text
 from edgeplan.hardware_profiles.errors import CompressionError, ConfigError, DataError, InputError
@@ -74,30 +75,6 @@ __all__ = [
 DataMode = Literal["labels", "teacher-only", "data-free"]
 _DATA_FREE_BYTES = 256 * 2**20  # cap on generated inputs: 2048 samples of 3x224x224 would be 1.2 GB
 _LOSS_REL_IMPROVEMENT = 1e-3  # a tie on the metric counts as improvement if val loss drops by > 0.1%
-
-
-@dataclass(frozen=True)
-class SearchParam:
-    """One dimension of a pass's search space (what a search samples; see ``DistillConfig.search_space``).
-
-    ``kind`` is ``"categorical"`` (``choices``), ``"int"`` or ``"float"`` (``low``..``high``, ``log``).
-    ``suggest(trial)`` draws a value from an Optuna trial, so a search builds its space from the passes.
-    """
-
-    name: str
-    kind: Literal["categorical", "int", "float"]
-    choices: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-
-    def suggest(self, trial: Any, prefix: str = "distill.") -> Any:
-        name = prefix + self.name
-        if self.kind == "categorical":
-            return trial.suggest_categorical(name, list(self.choices))
-        if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
 
 
 class DistillConfig(BaseModel):
@@ -133,7 +110,7 @@ class DistillConfig(BaseModel):
         """A config with the searchable settings drawn from an Optuna trial, the rest from ``base``."""
         values = (base or cls()).model_dump()
         for p in cls.search_space():
-            values[p.name] = p.suggest(trial)
+            values[p.name] = p.suggest(trial, prefix="distill.")
         return cls.build(**values)
 
     @classmethod

@@ -67,8 +67,6 @@ def apply_recipe(
 
             d = recipe["distill"]
             dcfg = DistillConfig.build(epochs=epochs, temperature=d.get("temperature", 4.0), seed=seed)
-            for prm in module.parameters():  # prune_module hands back a frozen (inference) module
-                prm.requires_grad_(True)
             dres = distill(module, teacher, train, dcfg)
             module = dres.student
             info["distill"] = {"epochs_run": dres.epochs_run, "best_val_metric": dres.best_val_metric,

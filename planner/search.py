@@ -114,7 +114,7 @@ def make_storage(url: str):
             return RDBStorage(url, heartbeat_interval=5, grace_period=15,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
                               engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None)
-    except (optuna.exceptions.StorageInternalError, Exception) as e:  # noqa: BLE001 - driver errors vary
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
         raise InputError(f"cannot open study storage {url.split('@')[-1]}: {str(e).splitlines()[0][:160]}") from None
 
 
@@ -128,6 +128,19 @@ def _sampler(settings: SearchSettings):
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=settings.seed)
     return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=max(4, min(20, settings.trials // 3)))
+
+
+def _fail_orphaned_trials(study: Any) -> None:
+    """With the default per-output-folder SQLite study, no other process runs its trials: a trial still
+    RUNNING at start-up was left by a killed run. Mark it failed and queue its parameters again (the
+    heartbeat would do the same, but only after its grace period)."""
+    import optuna
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: the run was killed during this trial")
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
 
 
 def run_search(
@@ -162,6 +175,8 @@ def run_search(
         raise ConfigError(f"study {study_name!r} exists with other settings {saved}; pass --study NAME for a new one")
     if saved is None:
         study.set_user_attr("settings_key", key)
+    if not settings.storage:
+        _fail_orphaned_trials(study)
     done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     # the uncompressed baseline is always in the study (its plans are the reference plans); a resumed or
     # final run that finds it still waiting runs it even when the trial budget is spent
