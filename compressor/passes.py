@@ -77,7 +77,8 @@ def apply_recipe(
             info["notes"].append(rep.describe())
     out = work_dir / "candidate.onnx"
     qparams = {k: v for k, v in recipe.get("quantize", {}).items()}
-    qcfg = QuantizeConfig.from_params(qparams, timing_repeats=10, seed=seed) if qparams.get("mode", "none") != "none" else None
+    qcfg = (QuantizeConfig.from_params(qparams, timing_repeats=10, accuracy_fallback=False, seed=seed)
+            if qparams.get("mode", "none") != "none" else None)
     if qcfg is not None:
         from edgeplan.compressor.quantize import quantize_onnx
 

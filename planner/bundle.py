@@ -343,7 +343,7 @@ def write_bundle(
             files=", ".join(p.name for p in paths) + ", reference.npz", dirname=out_dir.name,
             first_input=in_names[0] if in_names else "input", wire=plan.wire_dtype,
             cuts=", ".join(f"`{c.name}` {list(c.shape)} {c.dtype}" for c in plan.cut_tensors) or "none (one part)",
-            serve="\nServe the cloud part with `edgeplan serve` and run with `edgeplan run` where available.\n"
+            serve="\nServe the cloud part with `edgeplan serve` and run with `edgeplan run` (docs/runtime.md).\n"
             if len(parts) > 1 else "",
         )
         (tmp / "README.md").write_text(readme, encoding="utf-8")

@@ -30,7 +30,7 @@ quant, other) get values copied from a related fitted class and are marked ``est
 
 ``error_band_pct`` is fitted too: 1.5 x the 90th percentile of the absolute relative residual, at least
 15 %. It describes the micro-benchmarks; the held-out error on whole models is in
-benchmarks/RESULTS_cost.md.
+benchmarks/RESULTS.md (cost model section).
 
 Run it on the target itself (a Raspberry Pi, a Jetson's CPU) with the performance governor and the
 thread count you will deploy with; the governor and CPU model are recorded in ``calibration``.

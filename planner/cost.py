@@ -27,7 +27,7 @@ priced at zero (``NodeCost.bound == "fused"`` or ``"folded"``):
 - *view*: Reshape/Flatten/Squeeze/Unsqueeze/Identity/Dropout move no data in ORT; they pay the per-node
   overhead only.
 
-Why this shape: measured on this machine (benchmarks/RESULTS_cost.md), summing unfused ONNX nodes
+Why this shape: measured on this machine (benchmarks/RESULTS.md (cost model section)), summing unfused ONNX nodes
 over-predicts a ResNet by ~30% because ORT runs Conv+BN+ReLU as one kernel; and a GPU at batch 1 spends
 more time launching kernels than computing (shared/TOOLCHAIN.md), which only the ``max`` overhead mode
 captures.
