@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeplan.compressor.intake import InputSpec, LoadedModel
+from edgeplan.compressor.intake import LoadedModel
 from edgeplan.hardware_profiles.atomic import atomic_path
 from edgeplan.hardware_profiles.errors import ExportError
 
@@ -155,18 +155,3 @@ def to_onnx(loaded: LoadedModel, path: str | Path, *, strict: bool = False, **kw
         raise ExportError(report.describe())
     return report
 
-
-def input_specs_of(onnx_path: str | Path) -> tuple[InputSpec, ...]:
-    """Input specs (batch dim -> 1) of an ONNX file."""
-    import onnx
-
-    m = onnx.load(str(onnx_path), load_external_data=False)
-    inits = {i.name for i in m.graph.initializer}
-    out = []
-    for vi in m.graph.input:
-        if vi.name in inits:
-            continue
-        t = vi.type.tensor_type
-        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in t.shape.dim)
-        out.append(InputSpec(vi.name, shape, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name))
-    return tuple(out)

@@ -140,11 +140,9 @@ class VerifyReport:
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from edgeplan.compressor.intake import file_sha256
+
+    return file_sha256(path)
 
 
 def content_hash(obj: Any) -> str:
