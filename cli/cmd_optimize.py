@@ -86,15 +86,21 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         t = Table(title=f"Pareto plans for {settings.target}" + (f" + {settings.cloud} over {settings.link}" if settings.cloud else ""))
-        for col in ("#", "compression", "plan", "latency ms*", "accuracy", "eval", "energy mJ*", "$/1k*", "size MB", "measured ms"):
-            t.add_column(col, justify="right" if col not in ("compression", "plan") else "left")
+        cloud_cols = settings.cloud is not None  # plan names and $ only mean something with a cloud tier
+        cols = ["#", "compression"] + (["plan"] if cloud_cols else []) + ["latency ms*", "accuracy", "eval",
+                                                                           "energy mJ*"]
+        cols += (["$/1k*"] if cloud_cols else []) + ["size MB", "measured ms"]
+        for col in cols:
+            t.add_column(col, justify="left" if col in ("compression", "plan", "eval") else "right")
         for p in result.front:
             m = p["metrics"]
             meas = m.get("measured_latency_ms_host")
-            t.add_row(str(p["rank"]), p["recipe_text"], p["name"], f"{m['latency_ms']:.2f}", f"{m['accuracy']:.2f}",
-                      (p.get("evaluation") or "").split(" ")[0],
-                      f"{m['energy_mj']:.2f}", f"{m['cost_usd_per_1k']:.4f}", f"{m['size_mb']:.2f}",
-                      f"{meas:.2f}" if meas is not None else "-")
+            row = [str(p["rank"]), p["recipe_text"]] + ([p["name"]] if cloud_cols else [])
+            row += [f"{m['latency_ms']:.2f}", f"{m['accuracy']:.2f}", (p.get("evaluation") or "").split(" ")[0],
+                    f"{m['energy_mj']:.2f}"]
+            row += ([f"{m['cost_usd_per_1k']:.4f}"] if cloud_cols else [])
+            row += [f"{m['size_mb']:.2f}", f"{meas:.2f}" if meas is not None else "-"]
+            t.add_row(*row)
         out_c.print(t)
         out_c.print(f"[dim]* predicted from profiles (error band in pareto.json); eval: proxy = small sample only, "
                     f"full = whole eval set + measured here; accuracy: "
