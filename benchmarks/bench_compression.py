@@ -74,18 +74,11 @@ def _say(msg: str) -> None:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
+    from edgeplan.compressor.ort_timing import default_threads
+    from edgeplan.planner.measure import cpu_model
+
+    cpu = cpu_model()
+    cores = default_threads()
     try:
         load = os.getloadavg()
     except OSError:  # pragma: no cover
@@ -157,7 +150,7 @@ def run_model(name: str, work: Path, args: argparse.Namespace) -> tuple[list[Var
     from edgeplan.compressor.examples import make_example
     from edgeplan.compressor.ort_timing import default_threads, time_side_by_side
     from edgeplan.compressor.prune import PruneConfig, prune_model
-    from edgeplan.compressor.quantize import QuantizeConfig, quantize_model, quantize_onnx
+    from edgeplan.compressor.quantize import QuantizeConfig, quantize_onnx
 
     info: dict = {}
     ex_dir = work / name / "example"

@@ -59,7 +59,7 @@ from edgeplan.compressor.data import Dataset, load_data, synthetic_data
 from edgeplan.compressor.search_space import SearchParam
 from edgeplan.compressor.evaluate import EvalResult, evaluate_onnx, evaluate_outputs, run_module
 from edgeplan.hardware_profiles.atomic import atomic_write_text
-from edgeplan.hardware_profiles.errors import CompressionError, ConfigError, DataError, InputError
+from edgeplan.hardware_profiles.errors import CompressionError, DataError, InputError, config_error
 
 __all__ = [
     "DistillConfig",
@@ -119,9 +119,7 @@ class DistillConfig(BaseModel):
         try:
             return cls(**kwargs)
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err.get("loc", ())) or "config"
-            raise ConfigError(f"invalid distillation setting {where}: {err.get('msg', 'invalid value')}") from None
+            raise config_error(e, "distillation setting", "config") from None
 
 
 @dataclass(frozen=True)

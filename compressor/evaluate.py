@@ -286,17 +286,13 @@ def run_onnx(onnx_path: str | Path, inputs: np.ndarray, *, batch_size: int = 64,
     that size (the last one padded and trimmed), so static-batch exports evaluate correctly too.
     Inputs are cast to the dtype the model declares.
     """
-    import onnxruntime as ort
+    from edgeplan.compressor.ort_timing import make_session
 
     p = Path(onnx_path)
     if not p.exists():
         raise InputError(f"model not found: {p}")
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    so.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        sess = make_session(p, threads)
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
         raise InputError(f"{p}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
     ins = sess.get_inputs()

@@ -218,8 +218,9 @@ def _save_torchscript(model, spec: ExampleSpec, x, path: Path) -> None:
 
 def _save_onnx(model, x, path: Path) -> float:
     """Export one self-contained ONNX file and return its max |ORT - torch| on ``x``."""
-    import onnxruntime as ort
     import torch
+
+    from edgeplan.compressor.ort_timing import make_session
 
     with atomic_path(path, suffix=".onnx") as tmp:
         with warnings.catch_warnings():
@@ -234,9 +235,7 @@ def _save_onnx(model, x, path: Path) -> float:
                 output_names=["output"],
                 dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
             )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1  # a correctness check, not a timing: one thread is robust under load
-        sess = ort.InferenceSession(str(tmp), opts, providers=["CPUExecutionProvider"])
+        sess = make_session(tmp, 1)  # a correctness check, not a timing: one thread is robust under load
         got = sess.run(["output"], {"input": x.numpy()})[0]
         with torch.no_grad():
             ref = model(x).numpy()

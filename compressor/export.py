@@ -123,9 +123,9 @@ def _within(diff: tuple[float, list[tuple[np.ndarray, np.ndarray]]], atol: float
 
 
 def _compare(onnx_path: Path, inputs: Sequence[Any], names: Sequence[str], ref: list[np.ndarray]):
-    import onnxruntime as ort
+    from edgeplan.compressor.ort_timing import make_session
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_path)
     feeds = {}
     sess_inputs = [i.name for i in sess.get_inputs()]
     arrays = [x.detach().cpu().numpy() for x in inputs]

@@ -52,17 +52,25 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def make_session(path: str | Path, threads: int | None = None):
-    """An ORT CPU session with pinned intra-op threads and full graph optimisation."""
+def make_session(path: str | Path | bytes, threads: int | None = None, *, optimize: bool = True,
+                 spinning: bool = True):
+    """The one way edgeplan opens an ORT CPU session: pinned intra-op threads (default: every usable
+    core), sequential execution, ORT's warnings silenced. ``path`` may be serialized model bytes.
+    ``optimize=False`` keeps the graph as written (to read intermediate tensors); ``spinning=False``
+    stops idle worker threads from spinning (the split runtime's setting on shared machines)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or default_threads()
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
 
 
 def random_feeds(session, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgeplan.hardware_profiles.errors import ConfigError
+from edgeplan.hardware_profiles.errors import config_error
 from edgeplan.compressor.search_space import SearchParam
 
 __all__ = ["Override", "PruneConfig", "SearchParam", "resolve_ratio", "MAX_RATIO"]
@@ -87,9 +87,7 @@ class PruneConfig(BaseModel):
         try:
             return cls(**kwargs)
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err.get("loc", ())) or "config"
-            raise ConfigError(f"invalid pruning setting {where}: {err.get('msg', 'invalid value')}") from None
+            raise config_error(e, "pruning setting", "config") from None
 
     @classmethod
     def search_space(cls) -> tuple[SearchParam, ...]:

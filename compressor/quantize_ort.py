@@ -383,14 +383,10 @@ def _toposort(nodes, available: set[str]):
 
 
 def _session(path: str | Path, threads: int | None = None):
-    import onnxruntime as ort
+    from edgeplan.compressor.ort_timing import make_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
     try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return make_session(path, threads)
     except Exception as e:  # noqa: BLE001
         raise CompressionError(f"ONNX Runtime cannot run {Path(path).name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 

@@ -59,3 +59,12 @@ class MeasurementError(EdgeplanError):
 
 class CheckFailed(EdgeplanError):
     """A check ran and failed (a gate budget, a bundle verification). Exit code 1."""
+
+
+def config_error(exc: Exception, what: str, default_loc: str = "config") -> ConfigError:
+    """A one-line ``ConfigError`` from a pydantic ``ValidationError`` (its first error, with its field path):
+    ``invalid <what> <field>: <message>``. Duck-typed so this module needs no pydantic import."""
+    errs = exc.errors() if hasattr(exc, "errors") else [{}]
+    first = errs[0] if errs else {}
+    where = ".".join(str(x) for x in first.get("loc", ())) or default_loc
+    return ConfigError(f"invalid {what} {where}: {first.get('msg', 'invalid value')}")

@@ -575,16 +575,13 @@ def _shapes_from_ort(proto: Any, names: list[str], warnings: list[str]) -> dict[
     if any(n.domain not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft") for n in proto.graph.node):
         return {}
     try:
-        import onnxruntime as ort
+        from edgeplan.compressor.ort_timing import make_session
 
         m = onnx.ModelProto()
         m.CopyFrom(proto)
         existing = {o.name for o in m.graph.output}
         m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in existing)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = make_session(m.SerializeToString(), optimize=False)
         inits = {t.name for t in m.graph.initializer}
         feeds = {}
         for vi in m.graph.input:

@@ -111,14 +111,9 @@ def new_session(path: Path, threads: int | None = None):
     server runs requests on several threads at once, and on a shared 2-core machine ORT's default
     spinning thread pool was measured to add tens of ms of jitter to a sub-ms part; the host profile is
     calibrated at 1 thread too, so predictions and runtime agree on the setting."""
-    import onnxruntime as ort
+    from edgeplan.compressor.ort_timing import make_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = threads or 1
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return make_session(path, threads or 1, spinning=False)
 
 
 class PartRunner:

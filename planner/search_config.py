@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgeplan.hardware_profiles.errors import ConfigError
+from edgeplan.hardware_profiles.errors import ConfigError, config_error
 
 OBJECTIVES = ("latency", "accuracy", "energy", "cost", "size")
 CONSTRAINT_METRICS = ("latency_ms", "energy_mj", "cost_usd_per_1k", "size_mb", "accuracy", "accuracy_drop",
@@ -89,6 +89,4 @@ class SearchSettings(BaseModel):
         try:
             return cls(**kwargs)
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err.get("loc", ())) or "settings"
-            raise ConfigError(f"invalid optimize setting {where}: {err.get('msg', 'invalid value')}") from None
+            raise config_error(e, "optimize setting", "settings") from None

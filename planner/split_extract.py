@@ -114,14 +114,12 @@ def run_composed(
 
     Tensors that cross a tier boundary go through ``wire_cast`` (the raw input is never cast).
     """
-    import onnxruntime as ort
+    from edgeplan.compressor.ort_timing import make_session
 
     pool: dict[str, np.ndarray] = dict(feeds)
     raw = set(feeds)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
     for path, part in zip(part_paths, parts):
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = make_session(path)
         wanted = [i.name for i in sess.get_inputs()]
         feed = {}
         for name in wanted:
@@ -139,10 +137,8 @@ def run_composed(
 
 def run_model(path: str | Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run one whole ONNX model with ORT CPU and return every graph output by name."""
-    import onnxruntime as ort
+    from edgeplan.compressor.ort_timing import make_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = make_session(path)
     outs = [o.name for o in sess.get_outputs()]
     return {n: np.asarray(v) for n, v in zip(outs, sess.run(outs, feeds))}
