@@ -44,6 +44,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("edgeplan-out"), "--out", help="Output folder."),
         seed: int = typer.Option(0, "--seed", help="Random seed (sampler, pruning, distillation)."),
         max_bundles: int = typer.Option(6, "--max-bundles", min=0, help="Bundles written for the best Pareto plans."),
+        request_overhead_ms: float = typer.Option(
+            None, "--request-overhead-ms", min=0.0,
+            help="Split runtime cost per request (ms, once per network boundary) when pricing split plans; "
+                 "default: measured on edgeplan's development machine (see edgeplan split --help)."),
         input_shape: str = ShapeOpt,
         trust_model: bool = TrustOpt,
         as_json: bool = JsonOpt,
@@ -57,6 +61,7 @@ def register(app: typer.Typer) -> None:
             constraints=tuple(parse_constraint(c) for c in (constraint or [])), trials=trials, timeout_s=timeout,
             sampler=sampler, seed=seed, storage=storage, study_name=study, out_dir=str(out),
             trust_model=trust_model, input_shape=input_shape, max_bundles=max_bundles,
+            request_overhead_ms=request_overhead_ms,
         )
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -58,6 +58,12 @@ def register(app: typer.Typer) -> None:
         wire: str = typer.Option("fp32", "--wire", help="Dtype of the cut tensors on the wire: fp32, fp16, int8."),
         allow_raw_input: bool = typer.Option(False, "--allow-raw-input",
                                              help="Allow sending the raw input (cloud-only plans become legal)."),
+        request_overhead_ms: float = typer.Option(
+            None, "--request-overhead-ms", min=0.0,
+            help="The split runtime's own cost per request (HTTP, wire encoding, Python), charged once per "
+                 "network boundary a plan uses. Default: the value measured on edgeplan's 2-core x86 development "
+                 "machine (printed with the plans); slower devices pay more: measure yours with "
+                 "edgeplan.planner.runtime_overhead.measure_request_overhead_ms (docs/runtime.md)."),
         batch: int = typer.Option(1, "--batch", min=1, help="Batch size."),
         out: Path = typer.Option(None, "--out", "-o", help="Write the best plan as a bundle into this folder."),
         force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
@@ -69,7 +75,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         from edgeplan.hardware_profiles.errors import ConfigError
-        from edgeplan.planner.split import SplitOptions, split_model
+        from edgeplan.planner.split import DEFAULT_REQUEST_OVERHEAD_MS, SplitOptions, split_model
 
         tier_names = [t.strip() for t in tiers.split(",")] if tiers else [edge, cloud]
         if len(tier_names) not in (2, 3) or not all(tier_names):
@@ -81,6 +87,7 @@ def register(app: typer.Typer) -> None:
             wire_dtype=wire, raw_input_may_leave=allow_raw_input, keep_on_device_layers=keep_on_device,
             keep_on_device_node=keep_layer,
             memory_budget_bytes=None if memory_budget_mb is None else int(memory_budget_mb * 1e6),
+            request_overhead_ms=DEFAULT_REQUEST_OVERHEAD_MS if request_overhead_ms is None else request_overhead_ms,
         )
         status = err_console()
         result = split_model(
@@ -156,6 +163,16 @@ def _render(result) -> None:
     for n in notes:
         out.print(f"[dim]{n}[/dim]")
     best = plans.best
+    opts = result.problem.options
+    shown = best if best.is_split else plans.best_offload
+    if shown is not None and max(shown.node_tiers, default=0) > 0:
+        comp = " + ".join(f"{n} {ms:.3g}" for n, ms in zip(shown.tier_names, shown.tier_latency_ms) if ms)
+        out.print(f"[dim]{shown.name}, predicted: {shown.latency_ms:.3g} ms = compute ({comp}) + network "
+                  f"{shown.network_ms:.3g} + runtime request overhead {shown.request_overhead_ms:.3g} ms[/dim]")
+    from edgeplan.planner.split import request_overhead_provenance
+
+    out.print(f"[dim]Every plan that uses the network pays a runtime request overhead of "
+              f"{opts.request_overhead_ms:g} ms per boundary ({request_overhead_provenance(opts)}).[/dim]")
     if best.latency_ms > plans.device_only.latency_ms and best is not plans.device_only:
         out.print(f"[yellow]note:[/yellow] the best plan for {plans.objective.name} is slower than device-only.")
     if result.schedule is not None:

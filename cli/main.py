@@ -79,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - this is the one place errors become exit codes
         import click
 
-        if isinstance(e, click.exceptions.Abort):
+        # Typer >= 0.2x raises its own (vendored) click exceptions, e.g. BadParameter for an option's min=
+        if isinstance(e, (click.exceptions.Abort, typer.Abort)):
             print("edgeplan: aborted", file=sys.stderr)
             code = 130
-        elif isinstance(e, click.ClickException):
+        elif isinstance(e, click.ClickException) or (isinstance(e, typer.TyperException) and hasattr(e, "show")):
             e.show()
             code = 2
         else:

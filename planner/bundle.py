@@ -200,7 +200,8 @@ def _metric_values(plan: Any) -> dict[str, float | int | None]:
     return {
         "latency_ms": plan.latency_ms, "energy_mj": plan.energy_mj, "cost_usd_per_1k": plan.cost_usd_per_1k,
         "transfer_bytes": plan.transfer_bytes, "downlink_bytes": plan.downlink_bytes,
-        "network_ms": plan.network_ms, "device_compute_share": plan.device_compute_share,
+        "network_ms": plan.network_ms, "request_overhead_ms": getattr(plan, "request_overhead_ms", 0.0),
+        "device_compute_share": plan.device_compute_share,
         "device_peak_memory_bytes": plan.device_peak_memory_bytes,
     }
 

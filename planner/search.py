@@ -95,9 +95,16 @@ def suggest_recipe(trial: Any, has_data: bool) -> dict[str, dict[str, Any]]:
     return recipe
 
 
+def _overhead_key(settings: SearchSettings) -> list:
+    """A non-default request overhead prices plans differently: part of the study's identity (the default
+    adds nothing, so studies made before the setting existed still resume)."""
+    return [] if settings.request_overhead_ms is None else [f"request_overhead_ms={settings.request_overhead_ms:g}"]
+
+
 def _default_study_name(settings: SearchSettings, model_sha: str) -> str:
     key = json.dumps([model_sha, settings.target, settings.cloud, settings.link, settings.data,
-                      list(settings.objectives), [str(c) for c in settings.constraints]])
+                      list(settings.objectives), [str(c) for c in settings.constraints]]
+                     + _overhead_key(settings))
     return "edgeplan-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -170,7 +177,8 @@ def run_search(
     study = optuna.create_study(study_name=study_name, storage=storage, directions=directions,
                                 sampler=_sampler(settings), load_if_exists=True)
     saved = study.user_attrs.get("settings_key")
-    key = [list(settings.objectives), settings.target, settings.cloud, settings.link, settings.data]
+    key = [list(settings.objectives), settings.target, settings.cloud, settings.link, settings.data] + _overhead_key(
+        settings)
     if saved is not None and saved != key:
         raise ConfigError(f"study {study_name!r} exists with other settings {saved}; pass --study NAME for a new one")
     if saved is None:

@@ -73,6 +73,8 @@ class SearchSettings(BaseModel):
     eval_samples: int = Field(512, ge=8, le=1_000_000)
     measure_repeats: int = Field(20, ge=3, le=10_000)
     full_eval: bool = True
+    # the split runtime's per-request overhead for pricing split plans (None: split.DEFAULT_REQUEST_OVERHEAD_MS)
+    request_overhead_ms: float | None = Field(None, ge=0)
 
     @field_validator("objectives")
     @classmethod

@@ -128,7 +128,7 @@ class Evaluator:
         the exact best split per objective plus the best prefix cut and cloud-only (a reference)."""
         from edgeplan.planner.cost import predict
         from edgeplan.planner.graph import analyse
-        from edgeplan.planner.split import (Objective, build_problem, link_from_profile, plan_split,
+        from edgeplan.planner.split import (Objective, SplitOptions, build_problem, link_from_profile, plan_split,
                                             tier_from_prediction)
         from edgeplan.planner.split_schedule import network_schedule
 
@@ -136,7 +136,9 @@ class Evaluator:
         tiers = [self.target] + ([self.cloud] if self.cloud else [])
         specs = [tier_from_prediction(p, predict(analysis, p)) for p in tiers]
         links = [link_from_profile(self.link)] if self.cloud else []
-        problem = build_problem(analysis, specs, links)
+        ro = self.settings.request_overhead_ms
+        problem = build_problem(analysis, specs, links, SplitOptions() if ro is None else SplitOptions(
+            request_overhead_ms=ro))
         objectives = [o for o in ("latency", "energy", "cost") if o in self.settings.objectives] or ["latency"]
         plans: dict[tuple, Any] = {}
         schedule = None

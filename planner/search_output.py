@@ -83,6 +83,15 @@ def _recipe_text(recipe: dict[str, Any]) -> str:
     return " + ".join(parts) or "none (baseline)"
 
 
+def _overhead_text(settings: SearchSettings) -> str:
+    from edgeplan.planner.split import DEFAULT_REQUEST_OVERHEAD_MS
+
+    if settings.request_overhead_ms is None:
+        return (f", split plans incl. a runtime request overhead of {DEFAULT_REQUEST_OVERHEAD_MS:g} ms per network "
+                "boundary (default, measured on edgeplan's development machine)")
+    return f", split plans incl. a runtime request overhead of {settings.request_overhead_ms:g} ms per boundary (given)"
+
+
 def write_outputs(study: Any, ev: Any, settings: SearchSettings, out: Path, *, interrupted: bool, elapsed_s: float,
                   log: Callable[[str], None]) -> Any:
     from edgeplan.compressor.passes import is_identity
@@ -107,6 +116,7 @@ def write_outputs(study: Any, ev: Any, settings: SearchSettings, out: Path, *, i
         p["measured"] = cands[p["recipe_hash"]]["summary"].get("measured")
     provenance = (f"latency/energy/cost predicted from profiles {settings.target}"
                   + (f", {settings.cloud} and link {settings.link}" if settings.cloud else "")
+                  + (_overhead_text(settings) if settings.cloud else "")
                   + " (error band per plan: error_band_pct); accuracy measured with ONNX Runtime on "
                   + (f"{settings.data}" if settings.data else "synthetic inputs (fidelity to the original)")
                   + "; measured_latency_ms_host measured on this machine, side by side with the baseline")

@@ -22,16 +22,26 @@ The cost model of a split (all predicted; the per-node latencies come from ``pla
     latency = sum(device node ms) + [device overhead]
             + for each crossing tensor: serialise (bytes / serialise rate) + uplink (bits / uplink Mbps)
             + RTT + jitter allowance (once per boundary that is used)
+            + runtime request overhead (``SplitOptions.request_overhead_ms``, once per boundary that is used)
             + sum(cloud node ms) + [cloud per-inference overhead]
             + downlink of the graph outputs produced off the device (bits / downlink Mbps)
 
+The request overhead is what the split runtime itself adds to every request that crosses a boundary,
+whatever the link: HTTP framing, wire encode/decode, Python, the extra ONNX Runtime ``run`` call of each
+part beyond what the tier profiles' per-inference overhead covers. It is measured, not derived:
+``planner.runtime_overhead.measure_request_overhead_ms`` times real split requests of a tiny bundle
+against a real ``edgeplan serve`` on loopback and subtracts the predicted compute; the default
+(``DEFAULT_REQUEST_OVERHEAD_MS``) is that measurement on the development machine. A plan shows it apart
+from the link time (``SplitPlan.request_overhead_ms`` vs ``network_ms``).
+
 Execution is sequential (the device waits for the answer); a tensor read by several cloud nodes is sent
 once; weights and constants never cross (they are not activations in ``GraphAnalysis``). Device energy =
-device active energy (the cost model's energy per ms of device compute) + idle power while it waits +
-radio energy for the bytes sent and received (``planner.cost.radio_energy_mj``, linear in bytes). Cloud
-cost = the cloud profile's $ per 1k inferences per ms of cloud compute. All three are linear in the
-assignment (plus per-boundary fixed terms handled by enumerating which tiers are used), so the min-cut is
-exact for any weighted combination ``Objective(latency, energy, cost)``.
+device active energy (the cost model's energy per ms of device compute) + idle power while it waits
+(including the RTT and the request overhead) + radio energy for the bytes sent and received
+(``planner.cost.radio_energy_mj``, linear in bytes). Cloud cost = the cloud profile's $ per 1k inferences
+per ms of cloud compute. All three are linear in the assignment (plus per-boundary fixed terms handled by
+enumerating which tiers are used), so the min-cut is exact for any weighted combination
+``Objective(latency, energy, cost)``.
 
 Constraints and their exactness:
 - Privacy: the raw input never leaves the device: every node that reads a graph input is pinned to the
@@ -136,11 +146,25 @@ class LinkSpec:
     radio_mj_per_byte: float | None = None
 
 
+#: Per-request overhead of the split runtime, ms, charged once per network boundary a plan uses.
+#: MEASURED, not fitted: ``planner.runtime_overhead.measure_request_overhead_ms(repeats=400)`` (real
+#: ``edgeplan serve`` + ``SplitClient`` on loopback, 2-node bundle with a 16-byte cut tensor, wall time minus
+#: the host profile's predicted compute of both parts, 0.03 ms) run 7 times on the development machine
+#: (2-core AMD EPYC VM, shared; Python 3.11, onnxruntime 1.32) on 2026-11-23 at load average 0.1-0.2: the
+#: seven medians were 0.56-0.86 ms, their median 0.80 ms. It is HTTP framing, wire encode/decode, Python
+#: and the ORT ``run`` call of each part. Slower devices pay more (a Raspberry Pi runs the same Python
+#: several times slower; not measured here): measure on the target with ``measure_request_overhead_ms``
+#: and pass ``--request-overhead-ms`` / ``SplitOptions(request_overhead_ms=...)``.
+DEFAULT_REQUEST_OVERHEAD_MS = 0.8
+
+
 @dataclass(frozen=True)
 class SplitOptions:
     """Constraints and knobs. ``serialise_mb_per_s`` is the rate at which the sender copies a cut tensor
     into a wire buffer (an assumption, not measured per device: 500 MB/s is a Pi-4-class memcpy with
-    framing; it matters only for very large tensors)."""
+    framing; it matters only for very large tensors). ``request_overhead_ms`` is the split runtime's own
+    fixed cost per request (see ``DEFAULT_REQUEST_OVERHEAD_MS``), charged like the RTT: once per boundary
+    that the plan uses; 0 prices the network and compute alone."""
 
     wire_dtype: str = "fp32"
     raw_input_may_leave: bool = False
@@ -148,6 +172,7 @@ class SplitOptions:
     keep_on_device_node: str | None = None
     memory_budget_bytes: int | None = None
     serialise_mb_per_s: float = 500.0
+    request_overhead_ms: float = DEFAULT_REQUEST_OVERHEAD_MS
 
 
 @dataclass(frozen=True)
@@ -176,7 +201,7 @@ class SplitProblem:
     # derived cost arrays: [metric][tier|boundary][node|tensor]; metric order: latency, energy, cost
     node_terms: np.ndarray  # [3, K, n]
     transfer_terms: np.ndarray  # [3, K-1, T]
-    boundary_fixed: np.ndarray  # [3, K-1]   RTT + jitter, charged when anything runs above the boundary
+    boundary_fixed: np.ndarray  # [3, K-1]   RTT + jitter + request overhead, charged when anything runs above
     tier_fixed: np.ndarray  # [3, K]      per-inference overheads, charged when the tier runs anything
     uplink_time_ms: np.ndarray  # [K-1, T] the bandwidth-dependent part of transfer latency
     # consumer lists in CSR form over the tensors that have consumers (for vectorised pricing)
@@ -250,7 +275,7 @@ class SplitPlan:
     transfer_bytes: int  # bytes sent up, all boundaries, as sent on the wire
     downlink_bytes: int
     tier_latency_ms: tuple[float, ...]  # compute per tier (incl. overhead)
-    network_ms: float
+    network_ms: float  # the link: RTT + jitter + serialise + uplink + downlink, used boundaries only
     device_compute_share: float  # share of the model's FLOPs that run on the device
     device_peak_memory_bytes: int
     objective_value: float
@@ -262,6 +287,9 @@ class SplitPlan:
     error_band_pct: float = 0.0
     notes: tuple[str, ...] = ()
     parts: tuple[PartIO, ...] = ()
+    # the runtime's own per-request cost (options.request_overhead_ms x boundaries used); latency_ms =
+    # sum(tier_latency_ms) + network_ms + request_overhead_ms
+    request_overhead_ms: float = 0.0
 
     @property
     def is_split(self) -> bool:
@@ -283,6 +311,7 @@ class SplitPlan:
             "downlink_bytes": self.downlink_bytes,
             "tier_latency_ms": list(self.tier_latency_ms),
             "network_ms": self.network_ms,
+            "request_overhead_ms": self.request_overhead_ms,
             "device_compute_share": self.device_compute_share,
             "device_peak_memory_bytes": self.device_peak_memory_bytes,
             "objective_value": self.objective_value,
@@ -320,6 +349,8 @@ def build_problem(
 ) -> SplitProblem:
     """Turn a graph analysis plus per-tier latencies and links into a ``SplitProblem`` (pure, O(n))."""
     options = options or SplitOptions()
+    if not (np.isfinite(options.request_overhead_ms) and options.request_overhead_ms >= 0):
+        raise ConfigError(f"the request overhead must be a finite number of ms >= 0, got {options.request_overhead_ms}")
     if options.wire_dtype not in WIRE_DTYPES:
         raise ConfigError(f"unknown wire dtype {options.wire_dtype!r}: use {', '.join(WIRE_DTYPES)}")
     K = len(tiers)
@@ -442,7 +473,8 @@ def build_problem(
         else:
             transfer_terms[1, b] = idle * (ser + up)
         transfer_terms[2, b] = tiers[b].cost_usd_per_1k_per_ms * ser
-        fixed = link.rtt_ms + link.jitter_ms
+        # once per used boundary: the device waits (idle power) through the RTT and the runtime's request overhead
+        fixed = link.rtt_ms + link.jitter_ms + options.request_overhead_ms
         boundary_fixed[:, b] = (fixed, idle * fixed, 0.0)
 
     rows = [j for j in range(T) if consumers[j]]
@@ -603,12 +635,13 @@ def evaluate(
             metrics = metrics + problem.tier_fixed[:, k]
     top = int(labels.max()) if n else 0
     sends_raw = False
-    for b in range(K - 1):
-        if top > b:
-            metrics = metrics + problem.boundary_fixed[:, b]
+    used_b = [b for b in range(K - 1) if top > b]
+    for b in used_b:
+        metrics = metrics + problem.boundary_fixed[:, b]
     cuts: list[CutTensor] = []
     up_bytes = 0
-    net_ms = sum(float(problem.boundary_fixed[0, b]) for b in range(K - 1) if top > b)
+    req_ms = problem.options.request_overhead_ms * len(used_b)
+    net_ms = sum(float(problem.links[b].rtt_ms + problem.links[b].jitter_ms) for b in used_b)
     crossing = _crossings(problem, labels)
     if crossing:
         bs = np.array([b for b, _ in crossing])
@@ -681,6 +714,7 @@ def evaluate(
         error_band_pct=band,
         notes=tuple(notes),
         parts=part_io(problem, labels) if (with_memory if with_parts is None else with_parts) else (),
+        request_overhead_ms=req_ms,
     )
 
 
@@ -825,7 +859,7 @@ def solve(
 ) -> SplitPlan:
     """Exact optimum over all downward-closed assignments (memory budget not applied; see ``plan_split``).
 
-    Fixed per-boundary terms (RTT, jitter, per-inference overheads) are not linear in the cut, so the
+    Fixed per-boundary terms (RTT, jitter, request overhead, per-inference overheads) are not linear in the cut, so the
     solver enumerates the set of tiers used (3 patterns for 2 tiers, 7 for 3), solves a min-cut for each
     with the labels restricted to it, and prices every result exactly with ``evaluate``. Each pattern's
     min-cut value plus its fixed terms upper-bounds the true price of what it returns and equals the price
@@ -1045,6 +1079,14 @@ def link_from_profile(link: Any) -> LinkSpec:
                     radio_mj_per_byte=radio)
 
 
+def request_overhead_provenance(options: SplitOptions) -> str:
+    """Where the request overhead in ``options`` comes from, for reports."""
+    if options.request_overhead_ms == DEFAULT_REQUEST_OVERHEAD_MS:
+        return ("default: measured on edgeplan's development machine (2-core x86 VM) with "
+                "planner.runtime_overhead.measure_request_overhead_ms; slower devices pay more")
+    return "given by the user (--request-overhead-ms)"
+
+
 @dataclass(frozen=True)
 class SplitResult:
     """What ``run_split`` returns: the plans, the schedule, and what was used to make them."""
@@ -1068,6 +1110,8 @@ class SplitResult:
             "predicted": True,
             "provenance": self.provenance,
             "error_band_pct": max((t.error_band_pct for t in self.problem.tiers), default=0.0),
+            "request_overhead_ms_per_boundary": self.problem.options.request_overhead_ms,
+            "request_overhead_provenance": request_overhead_provenance(self.problem.options),
             "best": self.plans.best.name,
             "plans": [p.to_dict() for p in self.plans.all()],
             "schedule": self.schedule.to_dict() if self.schedule is not None else None,
@@ -1180,8 +1224,9 @@ def split_model(
 
 
 __all__ = [
-    "CutTensor", "LinkSpec", "PartIO", "part_io", "Objective", "SplitOptions", "SplitPlan", "SplitPlans", "SplitProblem",
-    "SplitResult", "TierSpec", "WIRE_DTYPES", "WIRE_FIDELITY", "best_prefix", "build_problem",
-    "device_peak_memory_bytes", "evaluate", "is_valid", "link_from_profile", "plan_split",
-    "prefix_assignments", "run_split", "solve", "split_model", "tier_from_prediction", "with_uplink",
+    "CutTensor", "DEFAULT_REQUEST_OVERHEAD_MS", "LinkSpec", "PartIO", "part_io", "Objective", "SplitOptions",
+    "SplitPlan", "SplitPlans", "SplitProblem", "SplitResult", "TierSpec", "WIRE_DTYPES", "WIRE_FIDELITY",
+    "best_prefix", "build_problem", "device_peak_memory_bytes", "evaluate", "is_valid", "link_from_profile",
+    "plan_split", "prefix_assignments", "request_overhead_provenance", "run_split", "solve", "split_model",
+    "tier_from_prediction", "with_uplink",
 ]

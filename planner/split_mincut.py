@@ -254,8 +254,8 @@ def min_cut_assignment(
 ) -> tuple[np.ndarray, float]:
     """Return (tier per node, objective value) minimising sum(node costs) + sum(transfer costs).
 
-    Fixed per-boundary costs (RTT, jitter, per-inference overheads) are *not* part of this function: the
-    caller enumerates the highest tier used and adds them (see ``split.solve``).
+    Fixed per-boundary costs (RTT, jitter, request overhead, per-inference overheads) are *not* part of this
+    function: the caller enumerates the highest tier used and adds them (see ``split.solve``).
     """
     K = n_tiers
     if K == 1 or n_nodes == 0:

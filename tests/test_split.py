@@ -9,8 +9,10 @@ import random
 import numpy as np
 import pytest
 
+from edgeplan.hardware_profiles.errors import ConfigError
 from edgeplan.planner.graph import GraphAnalysis, NodeStats, TensorInfo
 from edgeplan.planner.split import (
+    DEFAULT_REQUEST_OVERHEAD_MS,
     LinkSpec,
     Objective,
     SplitOptions,
@@ -160,8 +162,63 @@ def test_tensor_with_several_consumers_is_sent_once():
     assert plan.node_tiers == (0, 1, 1, 1, 1)
     assert [c.name for c in plan.cut_tensors] == ["a"]
     assert plan.transfer_bytes == 400
-    # 400 B at 8 Mbit/s = 0.4 ms, once (not three times), + serialisation + RTT
-    assert plan.latency_ms == pytest.approx(1.0 + 0.4 + 400 / 500e3 + 10.0 + 0.4 + 400 * 8 / 8e3, rel=1e-9)
+    # 400 B at 8 Mbit/s = 0.4 ms, once (not three times), + serialisation + RTT + the runtime's request overhead
+    assert plan.latency_ms == pytest.approx(1.0 + 0.4 + 400 / 500e3 + 10.0 + DEFAULT_REQUEST_OVERHEAD_MS + 0.4
+                                            + 400 * 8 / 8e3, rel=1e-9)
+
+
+def test_request_overhead_charged_once_per_used_boundary():
+    """The runtime's request overhead is a fixed term like the RTT: 0 for device-only, once per boundary used
+    (latency and the device's idle energy while waiting; no cloud $), and the solvers price it exactly."""
+    X = 3.25
+    for three in (False, True):
+        p0 = rand_problem(7, 5, three=three, request_overhead_ms=0.0)
+        px = rand_problem(7, 5, three=three, request_overhead_ms=X)
+        idle = px.tiers[0].idle_power_w
+        assert idle > 0
+        n, K = px.n_nodes, px.n_tiers
+        cases = {(0,) * n: 0, (0,) * 3 + (K - 1,) * (n - 3): K - 1}  # device-only; device -> top tier
+        if three:
+            cases[(0,) * 3 + (1,) * (n - 3)] = 1  # device -> edge server only: one boundary
+            cases[(0,) * 2 + (1,) * 2 + (2,) * (n - 4)] = 2  # all three tiers: two boundaries
+        for lab, used in cases.items():
+            a, b = evaluate(p0, lab), evaluate(px, lab)
+            assert b.request_overhead_ms == pytest.approx(used * X) and a.request_overhead_ms == 0.0
+            assert b.latency_ms - a.latency_ms == pytest.approx(used * X, abs=1e-9)
+            assert b.energy_mj - a.energy_mj == pytest.approx(used * X * idle, abs=1e-9)
+            assert b.cost_usd_per_1k == pytest.approx(a.cost_usd_per_1k, abs=1e-15)
+            assert b.network_ms == pytest.approx(a.network_ms, abs=1e-12)  # the link alone, shown apart
+            assert b.latency_ms == pytest.approx(sum(b.tier_latency_ms) + b.network_ms + b.request_overhead_ms)
+            assert b.to_dict()["request_overhead_ms"] == b.request_overhead_ms
+    # min-cut, prefix search and brute force agree with the term in (2 and 3 tiers, a large overhead)
+    for seed in range(4):
+        for three in (False, True):
+            problem = rand_problem(8, seed, three=three, request_overhead_ms=7.0)
+            for obj in (Objective.named("latency"), Objective(1.0, 2.0, 1000.0, "mix")):
+                got = solve(problem, obj)
+                assert close(got.objective_value, brute_force(problem, obj).objective_value), (seed, three)
+                if not three:
+                    want = min(evaluate(problem, lab, obj, with_memory=False).objective_value
+                               for lab in prefix_assignments(problem))
+                    assert close(best_prefix(problem, obj).objective_value, want)
+    # a large enough overhead makes offloading pointless; the schedule's latencies include it
+    problem = rand_problem(8, 1, request_overhead_ms=1e4)
+    assert not solve(problem).is_split
+    with pytest.raises(ConfigError):
+        rand_problem(4, 0, request_overhead_ms=-1.0)
+
+
+def test_schedule_prices_the_request_overhead():
+    p0 = rand_problem(10, 3, request_overhead_ms=0.0)
+    px = rand_problem(10, 3, request_overhead_ms=2.0)
+    sx = network_schedule(px, max_mbps=1000.0)
+    top = sx.segments[-1]
+    assert max(top.node_tiers) > 0  # the fast end splits (so the overhead is in play)
+    for seg in sx.segments:  # every segment is priced by evaluate with the overhead in
+        want = evaluate(with_uplink(px, seg.max_mbps), seg.node_tiers)
+        assert seg.latency_ms_at_max == pytest.approx(want.latency_ms)
+        without = evaluate(with_uplink(p0, seg.max_mbps), seg.node_tiers).latency_ms
+        assert seg.latency_ms_at_max - without == pytest.approx(2.0 if max(seg.node_tiers) > 0 else 0.0)
 
 
 # ----------------------------------------------------------------------------------------- constraints
@@ -382,6 +439,29 @@ def test_cli_split_json_and_bundle(tmp_path, capsys):
     assert doc["schedule"]["segments"][0]["min_mbps"] == pytest.approx(0.5)
     assert doc["bundle"] == str(out)
     assert verify_bundle(out).outputs_checked == 1
+
+
+def test_cli_split_request_overhead(tmp_path, capsys):
+    from edgeplan.cli.main import main
+
+    src = _residual_onnx(tmp_path / "res.onnx", blocks=2)
+    args = ["split", str(src), "--edge", "pi4", "--cloud", "t4", "--link", "1000mbps/1ms", "--allow-raw-input"]
+    docs = {}
+    for x in ("0", "4.5"):
+        assert main(args + ["--request-overhead-ms", x, "--json"]) == 0
+        docs[x] = json.loads(capsys.readouterr().out)
+    assert docs["4.5"]["request_overhead_ms_per_boundary"] == 4.5
+    assert "user" in docs["4.5"]["request_overhead_provenance"]
+    plans = {x: {p["name"]: p for p in d["plans"]} for x, d in docs.items()}
+    assert plans["4.5"]["device-only"]["request_overhead_ms"] == 0.0
+    c0, c4 = plans["0"]["cloud-only"], plans["4.5"]["cloud-only"]
+    assert c4["request_overhead_ms"] == 4.5 and c4["latency_ms"] - c0["latency_ms"] == pytest.approx(4.5)
+    assert main(args) == 0  # the table says what the term is and where the default comes from
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"request overhead of {DEFAULT_REQUEST_OVERHEAD_MS:g} ms per boundary" in text and "measured" in text
+    assert f"+ runtime request overhead {DEFAULT_REQUEST_OVERHEAD_MS:.3g} ms" in text  # the offload plan's breakdown
+    assert main(args + ["--request-overhead-ms", "-1"]) == 2
+    assert "request-overhead-ms" in capsys.readouterr().err
 
 
 def test_cli_split_three_tiers_table(tmp_path, capsys):
