@@ -12,10 +12,11 @@ each as fp32, pruned (torch-pruning MetaPruner, GroupMagnitudeImportance, ratio 
 ignored; skipped with the reason when torch-pruning cannot prune the architecture) and int8 (ORT
 ``quant_pre_process`` then static QDQ: QUInt8 activations, QInt8 per-channel weights).
 
-Measured = ``planner.calibrate.time_model_ms``: ORT CPU EP with pinned threads (the profile's thread
-count), 5 rounds of [3 warm-ups + timed runs for ``--min-time`` s], smallest round median; with 1 thread
-the clock is the inference thread's CPU time (see that function) -- the same estimator the calibration
-used. Predicted = ``planner.cost.predict(analyse(onnx), profile)``.
+Measured = ``planner.calibrate.time_models_ms``: ORT CPU EP with pinned threads (the profile's thread
+count), ``--rounds`` rounds of [3 warm-ups + timed runs for ``--min-time`` s] *interleaved* across all
+variants (round r of every model before round r + 1, so a burst of foreign load hits one round, not all),
+smallest round median; with 1 thread the clock is the inference thread's CPU time (see
+``time_model_ms``) -- the same estimator the calibration uses. Predicted = ``planner.cost.predict(analyse(onnx), profile)``.
 
 Usage::
 
@@ -192,7 +193,7 @@ def _variants(name, build, variants, tmp: Path, log):
 def run(models: dict, variants: list[str], profile_name: str, threads: int, min_time: float, rounds: int,
         log=print) -> tuple[list[Row], dict]:
     from edgeplan.hardware_profiles import load_profile
-    from edgeplan.planner.calibrate import time_model_ms
+    from edgeplan.planner.calibrate import time_models_ms
     from edgeplan.planner.cost import predict
     from edgeplan.planner.graph import analyse
 
@@ -200,6 +201,7 @@ def run(models: dict, variants: list[str], profile_name: str, threads: int, min_
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="edgeplan-bench-cost-") as tmpd:
         tmp = Path(tmpd)
+        timed: list[tuple[int, Path]] = []  # (row index, onnx path)
         for name, build in models.items():
             try:
                 for variant, path, note in _variants(name, build, variants, tmp, log):
@@ -208,13 +210,23 @@ def run(models: dict, variants: list[str], profile_name: str, threads: int, min_
                         log(f"{name:22s} {variant:7s} skipped: {note}")
                         continue
                     pred = predict(analyse(str(path)), profile).latency_ms
-                    meas = time_model_ms(path, threads, min_time, rounds)
-                    rows.append(Row(name, variant, meas, pred, note))
-                    log(f"{name:22s} {variant:7s} measured {meas:9.3f} ms  predicted {pred:9.3f} ms  "
-                        f"{rows[-1].error_pct:+6.1f}%")
+                    rows.append(Row(name, variant, None, pred, note))
+                    timed.append((len(rows) - 1, path))
             except Exception as e:  # noqa: BLE001 - one architecture failing must not lose the others
                 rows.append(Row(name, "all", None, None, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"))
                 log(f"{name}: failed\n{traceback.format_exc(limit=3)}")
+        log(f"timing {len(timed)} variants, {rounds} interleaved rounds of {min_time} s each")
+        errors: dict[int, str] = {}
+        meas = time_models_ms([p for _, p in timed], threads, min_time, rounds,
+                              on_error=lambda i, e: errors.setdefault(i, f"{type(e).__name__}: {str(e)[:120]}"))
+        for k, ((ri, _), ms) in enumerate(zip(timed, meas)):
+            r = rows[ri]
+            if k in errors:
+                rows[ri] = Row(r.model, r.variant, None, None, f"timing failed: {errors[k]}")
+                continue
+            rows[ri] = Row(r.model, r.variant, ms, r.predicted_ms, r.note)
+            log(f"{r.model:22s} {r.variant:7s} measured {ms:9.3f} ms  predicted {r.predicted_ms:9.3f} ms  "
+                f"{rows[ri].error_pct:+6.1f}%")
     import onnxruntime as ort
 
     from edgeplan.planner.measure import cpu_model
@@ -282,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=None, help="comma-separated subset of model names")
     ap.add_argument("--variants", default="fp32,pruned,int8")
     ap.add_argument("--min-time", type=float, default=0.1, help="seconds of timed runs per round")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--tiny", action="store_true", help="one tiny CNN, fp32 only, short timing (for tests)")
     ap.add_argument("--out", default=None, help="markdown file to write (default: stdout only)")
     ap.add_argument("--json", default=None, help="also write rows and summary as JSON here")

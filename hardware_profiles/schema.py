@@ -29,7 +29,21 @@ Design decisions a later engineer needs:
   why small convs and the small MatMuls of a tiny transformer run far below the roofline rate.
 - **Fusion.** ``fusable_op_types`` lists op types the runtime fuses into the preceding conv/gemm (ORT fuses
   Conv+BatchNorm, Conv+Relu/Clip, Conv+Add for residuals, QDQ pairs into QLinear kernels). Such nodes are
-  priced at zero in ``planner.cost``.
+  priced at zero in ``planner.cost``. ``fusion_source = "onnxruntime"`` (profiles of devices that run ONNX
+  Runtime's CPU EP: host, pi4, pi5) replaces those rules by ORT's own optimised graph
+  (``planner.ort_fusion``); only the layout-level fusions (residual Add/activation into NCHWc convs) are then
+  taken from ``fusable_op_types``. ``"rules"`` (GPU profiles: PyTorch eager / CUDA kernels) keeps the rules.
+- **Row overhead.** ``row_overhead_ns[op_class]`` adds a fixed cost per output row per channel block
+  (``N x ceil(C_out / conv_channel_block) x H_out``) of conv/dwconv/pool nodes: MLAS computes an NCHWc conv
+  one output row of one channel block per kernel call, so a depthwise conv on a 7x7 map with 960 channels
+  costs far more than its FLOPs say (measured: 85 us per layer for 0.85 MFLOP here).
+- **int8 output cost.** ``int8_output_ns`` is a cost per output element of an int8 conv/gemm kernel
+  (QLinearConv, QLinearMatMul, QGemm): requantising the int32 accumulator to 8 bits, which does not shrink
+  with the reduction depth, so int8 layers with few input channels run far below the int8 peak.
+- **Channel blocking.** ``conv_channel_block``: ORT's x86 NCHWc convolutions work on blocks of 8 (AVX2) or
+  16 (AVX-512) channels, so an fp32 conv with 12 input or output channels costs what one with 16 does, and
+  the 3-channel stem conv of an image model costs what an 8-channel one does. The cost model prices fp32
+  conv/dwconv FLOPs with input and output channels rounded up to this block (1 = no blocking: Arm, GPUs).
 """
 
 from __future__ import annotations
@@ -97,8 +111,14 @@ class HardwareProfile(BaseModel):
     class_overhead_us: dict[OpClass, float] = Field(
         default_factory=dict, description="extra fixed cost per node of a class (kernel setup, packing), us"
     )
+    row_overhead_ns: dict[OpClass, float] = Field(
+        default_factory=dict, description="fixed cost per output row (x channel block) of a conv/pool node, ns"
+    )
+    int8_output_ns: float = Field(default=0.0, ge=0, description="cost per output element of an int8 conv/gemm, ns")
     overhead_mode: Literal["additive", "max"] = "additive"
     fusable_op_types: tuple[str, ...] = ()
+    fusion_source: Literal["rules", "onnxruntime"] = "rules"
+    conv_channel_block: int = Field(default=1, ge=1, description="fp32 conv channels are padded to a multiple of this")
     active_power_w: float = Field(gt=0)
     idle_power_w: float = Field(ge=0)
     price_usd_per_hour: float | None = Field(default=None, gt=0)
@@ -117,9 +137,10 @@ class HardwareProfile(BaseModel):
             for k, v in getattr(self, table_name).items():
                 if not v > 0:
                     raise ValueError(f"{table_name}.{k} must be > 0, got {v}")
-        for k, v in self.class_overhead_us.items():
-            if v < 0:
-                raise ValueError(f"class_overhead_us.{k} must be >= 0, got {v}")
+        for table_name in ("class_overhead_us", "row_overhead_ns"):
+            for k, v in getattr(self, table_name).items():
+                if v < 0:
+                    raise ValueError(f"{table_name}.{k} must be >= 0, got {v}")
         for dt, table in self.efficiency_by_dtype.items():
             for k, v in table.items():
                 if not v > 0:
@@ -150,6 +171,12 @@ class HardwareProfile(BaseModel):
             names.append("efficiency_by_dtype")
         if self.class_overhead_us:
             names.append("class_overhead_us")
+        if self.row_overhead_ns:
+            names.append("row_overhead_ns")
+        if self.int8_output_ns:
+            names.append("int8_output_ns")
+        if self.conv_channel_block != 1:
+            names.append("conv_channel_block")
         if self.price_usd_per_hour is not None:
             names.append("price_usd_per_hour")
         return names

@@ -4,9 +4,9 @@
 (atomically) whose numbers are measured on this machine or fitted to measurements made here.
 
 What is measured (ONNX Runtime CPU EP, ``intra_op_num_threads`` pinned, sequential execution, all graph
-optimisations; per benchmark 3 rounds of [3 warm-up runs, then as many timed runs as fit in 0.1 s, at least
-7], and the smallest of the 3 round medians; with 1 thread the clock is the inference thread's CPU time --
-see ``time_model_ms`` for why):
+optimisations; per benchmark 5 rounds of [3 warm-up runs, then as many timed runs as fit in 0.1 s, at least
+7], rounds interleaved across all micro-benchmarks (``time_models_ms``), and the smallest of the 5 round
+medians; with 1 thread the clock is the inference thread's CPU time -- see ``time_model_ms`` for why):
 
 - chains of ``K`` identical layers, so that the per-run fixed cost is shared: 3x3 conv + ReLU, 1x1 conv +
   ReLU, depthwise 3x3 conv + ReLU, MatMul + bias (transformer linear), element-wise Add/Sigmoid,
@@ -57,6 +57,7 @@ from edgeplan.hardware_profiles.schema import OP_CLASSES, HardwareProfile, Prove
 
 __all__ = [
     "CalibrationPoint", "CalibrationResult", "calibrate", "fit_profile", "micro_benchmarks", "time_model_ms",
+    "time_models_ms",
 ]
 
 ORT_CPU_FUSABLE = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "BatchNormalization", "Add",
@@ -135,6 +136,34 @@ def _conv_chain(c: int, h: int, k: int, layers: int, group: int, rng) -> object:
     return _model(nodes, _vi("x", (1, c, h, h)), _vi(x, (1, c, h, h)), inits)
 
 
+def _pointwise_pairs(c: int, expand: int, h: int, pairs: int, rng) -> object:
+    """1x1 convs that expand ``c`` -> ``expand * c`` channels and reduce back, + ReLU (inverted-residual style)."""
+    from onnx import helper
+
+    nodes, inits = [], []
+    x, cx = "x", c
+    for i in range(2 * pairs):
+        co = c * expand if i % 2 == 0 else c
+        w = rng.standard_normal((co, cx, 1, 1)).astype(np.float32) * (2.0 / cx) ** 0.5
+        inits += [_init(f"w{i}", w), _init(f"b{i}", rng.standard_normal(co) * 0.01)]
+        nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[1, 1], name=f"conv{i}"))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
+        x, cx = f"r{i}", co
+    return _model(nodes, _vi("x", (1, c, h, h)), _vi(x, (1, c, h, h)), inits)
+
+
+def _stem_conv(c: int, h: int, rng) -> object:
+    """The first conv of an image model: 3 input channels, 3x3, stride 2, + ReLU."""
+    from onnx import helper
+
+    w = rng.standard_normal((c, 3, 3, 3)).astype(np.float32) * (2.0 / 27) ** 0.5
+    inits = [_init("w", w), _init("b", rng.standard_normal(c) * 0.01)]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                              name="stem"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    return _model(nodes, _vi("x", (1, 3, h, h)), _vi("y", (1, c, h // 2, h // 2)), inits)
+
+
 def _gemm_chain(s: int, d: int, layers: int, rng) -> object:
     from onnx import helper
 
@@ -194,7 +223,7 @@ def _unary_chain(op: str, shape: tuple[int, ...], layers: int, **attrs) -> objec
     x = "x"
     for i in range(layers):
         ins = [x]
-        if op == "Add":
+        if op in ("Add", "Mul"):
             ins = [x, "x"]  # residual-style: two activation inputs, nothing to fuse into
         if op == "LayerNormalization":
             inits += [_init(f"g{i}", np.ones(shape[-1])), _init(f"be{i}", np.zeros(shape[-1]))]
@@ -228,15 +257,36 @@ def micro_benchmarks(quick: bool = False, seed: int = 0) -> list[_Bench]:
             out.append(_Bench(f"conv1x1 c{c} h{h} x{L} {tag}", "conv", _conv_chain(c, h, 1, L, 1, rng), (1, c, h, h), q))
         for c, h in dw:
             out.append(_Bench(f"dwconv3x3 c{c} h{h} x{L} {tag}", "dwconv", _conv_chain(c, h, 3, L, c, rng), (1, c, h, h), q))
+    if not quick:
+        # small convs, where the fixed cost per conv kernel shows (pruned and mobile models are made of them),
+        # channel counts that are not multiples of the NCHWc block, and the 3-channel stem conv
+        for c, h in ((24, 10), (12, 20), (72, 5)):
+            out.append(_Bench(f"conv3x3 small c{c} h{h} x{L} fp32", "conv", _conv_chain(c, h, 3, L, 1, rng), (1, c, h, h)))
+        for c, h in ((12, 20), (24, 10), (60, 5), (20, 28)):
+            for q in (False, True):
+                out.append(_Bench(f"pointwise c{c}<->{6 * c} h{h} {'int8' if q else 'fp32'}", "conv",
+                                  _pointwise_pairs(c, 6, h, 2, rng), (1, c, h, h), q))
+        for c, h in ((72, 20), (144, 10), (360, 5)):
+            for q in (False, True):
+                out.append(_Bench(f"dwconv3x3 small c{c} h{h} x{L} {'int8' if q else 'fp32'}", "dwconv",
+                                  _conv_chain(c, h, 3, L, c, rng), (1, c, h, h), q))
+        for c, h in ((16, 224), (32, 160)):
+            out.append(_Bench(f"stem conv3x3s2 c3->{c} h{h} fp32", "conv", _stem_conv(c, h, rng), (1, 3, h, h)))
     for n in elem:
         out.append(_Bench(f"add n{n} x{L}", "elementwise", _unary_chain("Add", (1, n), L), (1, n)))
         out.append(_Bench(f"sigmoid n{n} x{L}", "elementwise", _unary_chain("Sigmoid", (1, n), L), (1, n)))
+        if not quick:  # int8: QLinearAdd / QLinearMul kernels
+            out.append(_Bench(f"add n{n} x{L} int8", "elementwise", _unary_chain("Add", (1, n), L), (1, n), True))
+            out.append(_Bench(f"mul n{n} x{L} int8", "elementwise", _unary_chain("Mul", (1, n), L), (1, n), True))
     for cin, h in ([(256, 8), (128, 16), (64, 32)] if not quick else [(128, 8)]):
         for q in ((False, True) if not quick else (False,)):
             out.append(_Bench(f"convtranspose4x4s2 c{cin} h{h} {'int8' if q else 'fp32'}", "convtranspose",
                               _convtranspose(cin, cin // 2, h, rng), (1, cin, h, h), q))
     for hh, s, d in ([(2, 64, 64), (12, 128, 64), (4, 256, 32)] if not quick else [(4, 64, 32)]):
         out.append(_Bench(f"attention-matmul h{hh} s{s} d{d} x{L}", "gemm", _attention_matmul(hh, s, d, L), (1, hh, s, d)))
+        if not quick:  # activation x activation QLinearMatMul
+            out.append(_Bench(f"attention-matmul h{hh} s{s} d{d} x{L} int8", "gemm", _attention_matmul(hh, s, d, L),
+                              (1, hh, s, d), True))
     for hh, s, d in ([(12, 128, 64), (4, 64, 32)] if not quick else [(4, 64, 32)]):
         # one Transpose per graph: ORT cancels consecutive inverse Transposes, so a chain would measure nothing
         out.append(_Bench(f"transpose h{hh} s{s} d{d}", "data", _transpose_chain((1, hh, s, d), 1), (1, hh, s, d)))
@@ -249,8 +299,13 @@ def micro_benchmarks(quick: bool = False, seed: int = 0) -> list[_Bench]:
         out.append(_Bench(f"layernorm s{s} d{d} x{L}", "norm", _unary_chain("LayerNormalization", (1, s, d), L, axis=-1),
                           (1, s, d)))
     for h, s in ([(12, 128), (4, 64)] if not quick else [(4, 64)]):
-        out.append(_Bench(f"softmax h{h} s{s} x{L}", "softmax", _unary_chain("Softmax", (1, h, s, s), L, axis=-1),
-                          (1, h, s, s)))
+        for q in ((False, True) if not quick else (False,)):  # int8: QLinearSoftmax
+            out.append(_Bench(f"softmax h{h} s{s} x{L}{' int8' if q else ''}", "softmax",
+                              _unary_chain("Softmax", (1, h, s, s), L, axis=-1), (1, h, s, s), q))
+    if not quick:  # an op ORT keeps in float inside a QDQ model: real DequantizeLinear/QuantizeLinear around it
+        for s, d in ((128, 768), (65, 192)):
+            out.append(_Bench(f"layernorm s{s} d{d} x{L} int8 (float op, real Q/DQ)", "quant",
+                              _unary_chain("LayerNormalization", (1, s, d), L, axis=-1), (1, s, d), True))
     for k in ((1, 16, 64) if not quick else (1, 32)):
         out.append(_Bench(f"tiny add n16 x{k}", "elementwise", _unary_chain("Add", (1, 16), k), (1, 16)))
     # the achievable GEMM rate (peak)
@@ -263,6 +318,58 @@ def micro_benchmarks(quick: bool = False, seed: int = 0) -> list[_Bench]:
 
 
 # ------------------------------------------------------------------------------------------ timing
+
+
+def time_models_ms(paths: list[str | Path], threads: int, min_time_s: float = 0.1, rounds: int = 5,
+                   clock: str = "auto", on_error: Callable[[int, Exception], None] | None = None) -> list[float]:
+    """``time_model_ms`` for many models, *interleaved*: round r times every model once before round r + 1.
+
+    Why: on a shared VM the slow-downs come in bursts (other tenants, the hypervisor) of seconds to minutes
+    that thread CPU time cannot remove. Back-to-back rounds of one model fall into the same burst; rounds
+    spread over the whole run do not, so the smallest round median is much more repeatable (measured here:
+    the same 24 models timed twice 15 minutes apart with back-to-back rounds differed by up to 50 %).
+    ``on_error(i, exc)`` is called for a model whose session cannot be created or run (its result is NaN);
+    without it the exception propagates.
+    """
+    from edgeplan.compressor.ort_timing import make_session, random_feeds
+
+    sessions: list = []
+    for i, p in enumerate(paths):
+        try:
+            sess = make_session(p, threads)
+            sessions.append((sess, random_feeds(sess, batch=1)))
+        except Exception as e:  # noqa: BLE001 - ORT raises its own types
+            if on_error is None:
+                raise
+            on_error(i, e)
+            sessions.append(None)
+    best = [math.inf] * len(paths)
+    for _ in range(rounds):
+        for i, sf in enumerate(sessions):
+            if sf is None:
+                continue
+            try:
+                best[i] = min(best[i], _round_median_ms(sf[0], sf[1], threads, min_time_s, clock))
+            except Exception as e:  # noqa: BLE001
+                if on_error is None:
+                    raise
+                on_error(i, e)
+                sessions[i] = None
+    return [b if b < math.inf else float("nan") for b in best]
+
+
+def _round_median_ms(sess, feeds: dict, threads: int, min_time_s: float, clock: str) -> float:
+    use_cpu = clock == "cpu" or (clock == "auto" and threads == 1)
+    now = time.thread_time if use_cpu else time.perf_counter
+    for _ in range(3):
+        sess.run(None, feeds)
+    samples: list[float] = []
+    t_end = time.perf_counter() + min_time_s
+    while (len(samples) < 7 or time.perf_counter() < t_end) and len(samples) < 2000:
+        t0 = now()
+        sess.run(None, feeds)
+        samples.append((now() - t0) * 1e3)
+    return float(np.median(samples))
 
 
 def time_model_ms(path: str | Path, threads: int, min_time_s: float = 0.1, rounds: int = 3,
@@ -283,20 +390,7 @@ def time_model_ms(path: str | Path, threads: int, min_time_s: float = 0.1, round
 
     sess = make_session(path, threads)
     feeds = feeds if feeds is not None else random_feeds(sess, batch=1)
-    use_cpu = clock == "cpu" or (clock == "auto" and threads == 1)
-    now = time.thread_time if use_cpu else time.perf_counter
-    best = math.inf
-    for _ in range(rounds):
-        for _ in range(3):
-            sess.run(None, feeds)
-        samples: list[float] = []
-        t_end = time.perf_counter() + min_time_s
-        while (len(samples) < 7 or time.perf_counter() < t_end) and len(samples) < 2000:
-            t0 = now()
-            sess.run(None, feeds)
-            samples.append((now() - t0) * 1e3)
-        best = min(best, float(np.median(samples)))
-    return best
+    return min(_round_median_ms(sess, feeds, threads, min_time_s, clock) for _ in range(rounds))
 
 
 def _quantize(src: Path, dst: Path, shape: tuple[int, ...]) -> None:
@@ -322,6 +416,23 @@ def _memory_bandwidth_gbps(quick: bool) -> float:
     return 2 * a.nbytes / max(best, 1e-6) / 1e9
 
 
+def nchwc_block() -> tuple[int, str]:
+    """The channel block ORT's x86 NCHWc convolutions use here (16 with AVX-512F, 8 with AVX2, else 1), from
+    the CPU flags in /proc/cpuinfo (MLAS picks its kernels from the same flags), and where that came from."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                if "avx512f" in flags:
+                    return 16, "CPU flag avx512f in /proc/cpuinfo (MLAS NCHWc block 16)"
+                if "avx2" in flags:
+                    return 8, "CPU flag avx2 in /proc/cpuinfo (MLAS NCHWc block 8)"
+                return 1, "no avx2/avx512f flag in /proc/cpuinfo: no NCHWc blocking"
+    except OSError:
+        pass
+    return 1, "/proc/cpuinfo has no flags line (not x86 Linux): no NCHWc blocking"
+
+
 def _cpu_mhz() -> float | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -334,16 +445,20 @@ def _cpu_mhz() -> float | None:
 
 # ------------------------------------------------------------------------------------------ fitting
 
-_FIT_EFF = ("conv", "dwconv", "convtranspose", "gemm", "elementwise", "norm", "softmax", "pool", "data")
-_FIT_INT8 = ("conv", "dwconv", "convtranspose", "gemm")
-_FIT_MEM = ("conv", "dwconv", "convtranspose", "gemm", "elementwise", "norm", "softmax", "pool", "data")
+_FIT_EFF = ("conv", "dwconv", "convtranspose", "gemm", "elementwise", "norm", "softmax", "pool", "data", "quant")
+_FIT_INT8 = ("conv", "dwconv", "convtranspose", "gemm", "elementwise", "softmax")
+_FIT_MEM = ("conv", "dwconv", "convtranspose", "gemm", "elementwise", "norm", "softmax", "pool", "data", "quant")
 # Per-class fixed overheads are supported by the schema but not fitted: with them the fit explained the
 # micro-benchmarks better (8.7 % vs 10.3 % median error) and the held-out models worse (resnet18 +4 -> +14 %,
 # dcgan -56 -> +82 %): conv efficiency and a per-conv overhead trade off against each other on single-op
 # chains, so the split between them is not identifiable from these micro-benchmarks.
 _FIT_CLASS_OVH: tuple[str, ...] = ()
+# Per output row (x channel block) costs of the NCHWc kernels (see HardwareProfile.row_overhead_ns): without
+# them depthwise convs on small maps were under-predicted by 45-65 % (c960 h7: 85 us measured per layer).
+_FIT_ROW: tuple[str, ...] = ("conv", "dwconv", "pool")
+_FIT_INT8_OUTPUT = True  # HardwareProfile.int8_output_ns
 # classes no micro-benchmark exercises -> copied from a fitted class (marked "estimate")
-_COPY_FROM = {"resize": "pool", "quant": "elementwise", "other": "elementwise"}
+_COPY_FROM = {"resize": "pool", "other": "elementwise"}
 
 
 def _profile_with(base: HardwareProfile, theta: np.ndarray) -> HardwareProfile:
@@ -361,6 +476,11 @@ def _profile_with(base: HardwareProfile, theta: np.ndarray) -> HardwareProfile:
     class_ovh = {}
     for c in _FIT_CLASS_OVH:
         class_ovh[c] = float(v[i]); i += 1
+    row_ovh = {}
+    for c in _FIT_ROW:
+        row_ovh[c] = float(v[i]); i += 1
+    q8_ns = float(v[i]) if _FIT_INT8_OUTPUT else 0.0
+    i += int(_FIT_INT8_OUTPUT)
     node_us, run_us = float(v[i]), float(v[i + 1])
     for dst, src in _COPY_FROM.items():
         eff[dst] = eff[src]
@@ -368,6 +488,7 @@ def _profile_with(base: HardwareProfile, theta: np.ndarray) -> HardwareProfile:
     return base.model_copy(update={
         "efficiency": eff, "efficiency_by_dtype": {"int8": int8}, "memory_efficiency": mem,
         "per_node_overhead_us": node_us, "per_inference_overhead_us": run_us, "class_overhead_us": class_ovh,
+        "row_overhead_ns": row_ovh, "int8_output_ns": q8_ns,
     })
 
 
@@ -378,22 +499,28 @@ def fit_profile(base: HardwareProfile, analyses: list, measured_ms: list[float])
     from edgeplan.planner.cost import predict
 
     meas = np.asarray(measured_ms)
-    n_eff, n_mem, n_cls = len(_FIT_EFF) + len(_FIT_INT8), len(_FIT_MEM), len(_FIT_CLASS_OVH)
+    n_eff, n_mem, n_cls = len(_FIT_EFF) + len(_FIT_INT8), len(_FIT_MEM), len(_FIT_CLASS_OVH) + len(_FIT_ROW) + int(_FIT_INT8_OUTPUT)
     n_par = n_eff + n_mem + n_cls + 2
-    x0 = np.log(np.array([0.5] * n_eff + [1.5] * n_mem + [1.0] * n_cls + [2.0, 20.0]))
+    # Two starts: roofline = max(compute, memory) has no gradient for a node's compute efficiency while the
+    # node is memory-bound, so a fit started at high efficiencies can stay stuck with a slow kernel
+    # (QLinearSoftmax) explained as memory-bound. A start at low efficiencies (everything compute-bound) walks
+    # up instead; the better of the two fits is kept.
+    starts = [np.log(np.array([e0] * n_eff + [1.5] * n_mem + [1.0] * n_cls + [2.0, 20.0])) for e0 in (0.5, 0.03)]
     # memory_efficiency >= 0.5: no kernel streams memory at less than half the copy bandwidth. Without this
     # floor the fit explained ConvTranspose chains (equal FLOPs, different weight sizes) by a memory
     # efficiency of 0.19, which then priced DCGAN's 8 MB-weight layer at 4.6 ms instead of ~1.6 ms.
     lo = np.log(np.array([1e-3] * n_eff + [0.5] * n_mem + [1e-3] * n_cls + [0.05, 0.5]))
     hi = np.log(np.array([2.0] * n_eff + [50.0] * n_mem + [500.0] * n_cls + [200.0, 5000.0]))
-    assert len(x0) == n_par
+    assert all(len(x0) == n_par for x0 in starts)
 
     def resid(theta: np.ndarray) -> np.ndarray:
         prof = _profile_with(base, theta)
         pred = np.array([predict(a, prof).latency_ms for a in analyses])
         return np.log(pred / meas)
 
-    sol = least_squares(resid, np.clip(x0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), x_scale=1.0, max_nfev=400)
+    sols = [least_squares(resid, np.clip(x0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), x_scale=1.0, max_nfev=400)
+            for x0 in starts]
+    sol = min(sols, key=lambda r: float(r.cost))
     return _profile_with(base, sol.x), resid(sol.x)
 
 
@@ -409,7 +536,8 @@ def _base_profile(name: str, kind: str, threads: int, bw: float, peak32: float, 
         clock_ghz=1.0, peak_gops={"fp32": peak32, "fp16": peak32, "int8": peak8}, memory_bandwidth_gbps=bw,
         memory_bytes=mem_bytes, efficiency=est, efficiency_by_dtype={}, memory_efficiency=dict(est),
         per_node_overhead_us=1.0, per_inference_overhead_us=10.0, overhead_mode="additive",
-        fusable_op_types=ORT_CPU_FUSABLE, active_power_w=active_w or 10.0, idle_power_w=idle_w or 2.0,
+        fusable_op_types=ORT_CPU_FUSABLE, fusion_source="onnxruntime", conv_channel_block=nchwc_block()[0],
+        active_power_w=active_w or 10.0, idle_power_w=idle_w or 2.0,
         price_usd_per_hour=None, error_band_pct=50.0, notes="", calibration={}, provenance={},
     )
 
@@ -452,23 +580,27 @@ def calibrate(
     rt = f"onnxruntime {ort.__version__} CPUExecutionProvider, intra_op_num_threads={threads}, sequential, ORT_ENABLE_ALL"
 
     benches = micro_benchmarks(quick)
-    analyses, measured, labels = [], [], []
+    analyses, paths, labels = [], [], []
     with tempfile.TemporaryDirectory(prefix="edgeplan-calib-") as tmp:
         for i, b in enumerate(benches):
-            say(f"[{i + 1}/{len(benches)}] {b.name}")
+            say(f"[{i + 1}/{len(benches)}] building {b.name}")
             path = Path(tmp) / f"b{i}.onnx"
             onnx.save(b.model, str(path))
             if b.quantize:
                 qpath = Path(tmp) / f"b{i}.int8.onnx"
                 _quantize(path, qpath, b.input_shape)
                 path = qpath
-            try:
-                ms = time_model_ms(path, threads, min_time_s, rounds=1 if quick else 3)
-            except Exception as e:  # noqa: BLE001 - ORT raises its own types
-                raise MeasurementError(f"micro-benchmark {b.name} failed in ONNX Runtime: {str(e).splitlines()[0]}") from None
             analyses.append(analyse(str(path), batch=1))
-            measured.append(ms)
+            paths.append(path)
             labels.append(b)
+
+        def failed(i: int, e: Exception) -> None:
+            raise MeasurementError(f"micro-benchmark {benches[i].name} failed in ONNX Runtime: "
+                                   f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+        rounds = 1 if quick else 5
+        say(f"timing {len(paths)} micro-benchmarks, {rounds} interleaved round(s)")
+        measured = time_models_ms(paths, threads, min_time_s, rounds=rounds, on_error=failed)
     say("memory bandwidth")
     bw = _memory_bandwidth_gbps(quick)
 
@@ -513,6 +645,7 @@ def calibrate(
         "peak_gops.fp16": E("set to the fp32 rate: ORT's CPU EP runs most fp16 ops through fp32 (not measured)"),
         "memory_bandwidth_gbps": M("numpy copy of a 64 MiB float32 array (16 MiB with --quick), 2 x bytes / best thread CPU time of 7"),
         "memory_bytes": M("physical memory reported by the OS (sysconf)"),
+        "conv_channel_block": M(nchwc_block()[1]),
         "per_node_overhead_us": F("per-node dispatch overhead"),
         "per_inference_overhead_us": F("per-run fixed overhead"),
         "error_band_pct": F("1.5 x the 90th percentile of |relative residual| (at least 15 %)"),
@@ -567,6 +700,13 @@ def calibrate(
     data["class_overhead_us"] = {c: round(v, 4) for c, v in data["class_overhead_us"].items()}
     if data["class_overhead_us"]:
         prov["class_overhead_us"] = F("extra fixed cost per node of " + ", ".join(_FIT_CLASS_OVH))
+    data["row_overhead_ns"] = {c: round(v, 3) for c, v in data["row_overhead_ns"].items()}
+    if data["row_overhead_ns"]:
+        prov["row_overhead_ns"] = F("fixed cost per output row x channel block of fp32 " + ", ".join(_FIT_ROW)
+                                    + " nodes (NCHWc kernel calls)")
+    data["int8_output_ns"] = round(data["int8_output_ns"], 4)
+    if data["int8_output_ns"]:
+        prov["int8_output_ns"] = F("cost per output element of int8 conv/gemm kernels (requantisation)")
     for k in ("memory_bandwidth_gbps", "per_node_overhead_us", "per_inference_overhead_us"):
         data[k] = round(data[k], 4)
     profile = HardwareProfile.model_validate(data)

@@ -145,9 +145,20 @@ def peak_memory_bytes(analysis: GraphAnalysis, batch_scale: float = 1.0) -> int:
     return int(analysis.total_param_bytes + peak * batch_scale)
 
 
-def _fusion_flags(analysis: GraphAnalysis, profile: HardwareProfile) -> list[str]:
-    """Per node: '' (executed), 'folded', 'fused' or 'view'."""
+# Fusions that ORT makes only at ORT_ENABLE_ALL (x86 NCHWc layout: residual Add and one activation into the
+# conv): the only rules still applied to ORT's own EXTENDED-level graph (see planner.ort_fusion).
+_LAYOUT_LEVEL_FUSIONS = frozenset({"Add", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh"})
+
+
+def _fusion_flags(analysis: GraphAnalysis, profile: HardwareProfile, runtime_graph: bool = False) -> list[str]:
+    """Per node: '' (executed), 'folded', 'fused' or 'view'.
+
+    ``runtime_graph``: ``analysis`` is ORT's optimised graph, where every node left runs (ORT already
+    folded constants and fused QDQ groups); only the layout-level fusions are applied.
+    """
     fusable = set(profile.fusable_op_types)
+    if runtime_graph:
+        fusable &= _LAYOUT_LEVEL_FUSIONS
     producer: dict[str, int] = {}
     for i, n in enumerate(analysis.nodes):
         for t in n.outputs:
@@ -165,7 +176,7 @@ def _fusion_flags(analysis: GraphAnalysis, profile: HardwareProfile) -> list[str
         return m.compute_dtype == "int8" and m.op_class != "quant"
 
     for i, n in enumerate(analysis.nodes):
-        if not n.inputs:
+        if not n.inputs and not runtime_graph:
             flags[i] = "folded"
             continue
         if n.op_type in VIEW_OPS:
@@ -221,33 +232,15 @@ def predict(analysis: GraphAnalysis, profile: HardwareProfile, batch: int = 1) -
         raise ValueError("batch must be >= 1")
     analysed_batch = max(1, int(getattr(analysis, "batch", 1) or 1))
     scale = batch / analysed_batch
-    flags = _fusion_flags(analysis, profile)
-    bw = profile.memory_bandwidth_gbps * 1e9
-    ovh_s = profile.per_node_overhead_us * 1e-6
-    additive = profile.overhead_mode == "additive"
-    class_ovh = profile.class_overhead_us
-    costs: list[NodeCost] = []
-    for n, flag in zip(analysis.nodes, flags):
-        if flag in ("folded", "fused"):
-            costs.append(NodeCost(0.0, 0.0, 0.0, flag))
-            continue
-        if flag == "view":
-            costs.append(NodeCost(ovh_s * 1e3, 0.0, 0.0, "view"))
-            continue
-        peak = profile.peak_for(n.compute_dtype) * 1e9
-        eff = profile.efficiency_for(n.op_class, n.compute_dtype)
-        compute_s = n.flops * scale / (peak * eff)
-        moved = n.param_bytes + (n.input_bytes + n.output_bytes) * scale
-        memory_s = moved / (bw * profile.memory_efficiency_for(n.op_class))
-        roof = max(compute_s, memory_s)
-        node_ovh_s = ovh_s + class_ovh.get(n.op_class, 0.0) * 1e-6
-        if additive:
-            t = roof + node_ovh_s
-            bound = "compute" if compute_s >= memory_s else "memory"
-        else:
-            t = max(roof, node_ovh_s)
-            bound = "overhead" if node_ovh_s > roof else ("compute" if compute_s >= memory_s else "memory")
-        costs.append(NodeCost(t * 1e3, compute_s * 1e3, memory_s * 1e3, bound))
+    rt = getattr(analysis, "runtime", None) if profile.fusion_source == "onnxruntime" else None
+    if rt is not None:
+        costs = _carry(analysis, rt, _price_nodes(rt.analysis, profile, scale, _fusion_flags(rt.analysis, profile, True)))
+        fusion = f"kernels as {rt.source} optimises the graph"
+    else:
+        costs = _price_nodes(analysis, profile, scale, _fusion_flags(analysis, profile))
+        fusion = "fusion rules of the profile"
+        if profile.fusion_source == "onnxruntime" and getattr(analysis, "runtime_note", None):
+            fusion += f" ({analysis.runtime_note})"
     node_ms = tuple(c.latency_ms for c in costs)
     latency_ms = sum(node_ms) + profile.per_inference_overhead_us * 1e-3
     energy_mj = profile.active_power_w * latency_ms  # W x ms = mJ
@@ -270,9 +263,92 @@ def predict(analysis: GraphAnalysis, profile: HardwareProfile, batch: int = 1) -
         cost_usd_per_1k=cost,
         throughput_per_s=batch * 1e3 / latency_ms if latency_ms > 0 else float("inf"),
         error_band_pct=profile.error_band_pct,
-        provenance=f"predicted from {profile.provenance_summary()}",
+        provenance=f"predicted from {profile.provenance_summary()}; {fusion}",
         warnings=tuple(warnings),
     )
+
+
+def _carry(analysis: GraphAnalysis, rt: Any, opt_costs: list[NodeCost]) -> list[NodeCost]:
+    """Costs of ORT's optimised nodes summed onto the original nodes that carry them (``RuntimeGraph``)."""
+    sums: dict[int, list[NodeCost]] = {}
+    for j, c in enumerate(opt_costs):
+        k = rt.carrier[j] if j < len(rt.carrier) else -1
+        if k >= 0:
+            sums.setdefault(k, []).append(c)
+    out: list[NodeCost] = []
+    for i in range(len(analysis.nodes)):
+        parts = sums.get(i)
+        if not parts:
+            out.append(NodeCost(0.0, 0.0, 0.0, "fused" if rt.role[i] == "fused" else "folded"))
+            continue
+        main = max(parts, key=lambda c: c.latency_ms)
+        out.append(NodeCost(sum(c.latency_ms for c in parts), sum(c.compute_ms for c in parts),
+                            sum(c.memory_ms for c in parts), main.bound))
+    return out
+
+
+def _price_nodes(analysis: GraphAnalysis, profile: HardwareProfile, scale: float, flags: list[str]) -> list[NodeCost]:
+    bw = profile.memory_bandwidth_gbps * 1e9
+    ovh_s = profile.per_node_overhead_us * 1e-6
+    additive = profile.overhead_mode == "additive"
+    class_ovh = profile.class_overhead_us
+    block = profile.conv_channel_block
+    row_ovh = profile.row_overhead_ns
+    q8_ns = profile.int8_output_ns
+    costs: list[NodeCost] = []
+    for n, flag in zip(analysis.nodes, flags):
+        if flag in ("folded", "fused"):
+            costs.append(NodeCost(0.0, 0.0, 0.0, flag))
+            continue
+        if flag == "view":
+            costs.append(NodeCost(ovh_s * 1e3, 0.0, 0.0, "view"))
+            continue
+        peak = profile.peak_for(n.compute_dtype) * 1e9
+        eff = profile.efficiency_for(n.op_class, n.compute_dtype)
+        flops = n.flops
+        if block > 1 and n.compute_dtype == "fp32" and n.op_class in ("conv", "dwconv"):
+            flops *= _channel_padding(analysis, n, block)
+        compute_s = flops * scale / (peak * eff)
+        moved = n.param_bytes + (n.input_bytes + n.output_bytes) * scale
+        memory_s = moved / (bw * profile.memory_efficiency_for(n.op_class))
+        roof = max(compute_s, memory_s)
+        node_ovh_s = ovh_s + class_ovh.get(n.op_class, 0.0) * 1e-6
+        if n.compute_dtype == "int8" and q8_ns and n.op_class in _COMPUTE_CLASSES:
+            node_ovh_s += q8_ns * 1e-9 * (n.output_bytes * scale)  # uint8/int8 outputs: 1 byte per element
+        row_ns = row_ovh.get(n.op_class) if n.compute_dtype == "fp32" else None  # NCHWc kernels are fp32 only
+        if row_ns:
+            node_ovh_s += row_ns * 1e-9 * _output_rows(analysis, n, block) * scale
+        if additive:
+            t = roof + node_ovh_s
+            bound = "compute" if compute_s >= memory_s else "memory"
+        else:
+            t = max(roof, node_ovh_s)
+            bound = "overhead" if node_ovh_s > roof else ("compute" if compute_s >= memory_s else "memory")
+        costs.append(NodeCost(t * 1e3, compute_s * 1e3, memory_s * 1e3, bound))
+    return costs
+
+
+def _output_rows(analysis: GraphAnalysis, n: Any, block: int) -> int:
+    """N x ceil(C / block) x H of a node's first output [N, C, H, (W)] (1 for other ranks)."""
+    t = analysis.tensors.get(n.outputs[0]) if n.outputs else None
+    if t is None or len(t.shape) < 3:
+        return 1
+    return int(t.shape[0]) * -(-int(t.shape[1]) // block) * int(t.shape[2])
+
+
+def _channel_padding(analysis: GraphAnalysis, n: Any, block: int) -> float:
+    """FLOP multiplier of a conv whose input and output channels are rounded up to ``block`` (NCHWc)."""
+    def channels(names: tuple[str, ...]) -> int | None:
+        t = analysis.tensors.get(names[0]) if names else None
+        return int(t.shape[1]) if t is not None and len(t.shape) >= 3 and t.shape[1] > 0 else None
+
+    cin, cout = channels(n.inputs), channels(n.outputs)
+    f = 1.0
+    # ORT's NCHWc conv reads an input with fewer channels than a block (the 3-channel stem) unpadded, in NCHW
+    for c in ((cout,) if n.op_class == "dwconv" or (cin or 0) < block else (cin, cout)):
+        if c:
+            f *= (-(-c // block) * block) / c
+    return f
 
 
 def prediction_to_dict(pred: Prediction, analysis: GraphAnalysis, top: int | None = None) -> dict[str, Any]:

@@ -59,6 +59,10 @@ class GraphAnalysis:
     unknown_nodes: tuple[str, ...] = field(default_factory=tuple)
     warnings: tuple[str, ...] = field(default_factory=tuple)
     batch: int = 1
+    # What ONNX Runtime executes (``planner.ort_fusion.RuntimeGraph``), or None when not computed or when ORT
+    # could not optimise the graph (``runtime_note`` says why); the cost model then uses its fusion rules.
+    runtime: Any = field(default=None, compare=False, repr=False)
+    runtime_note: str | None = None
 
     @property
     def total_macs(self) -> int:
@@ -118,6 +122,9 @@ def analyse(
     batch: int | None = None,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    qdq_as_int8: bool = True,
+    runtime: bool = True,
+    fold_constants: bool = True,
 ) -> GraphAnalysis:
     """Analyse an ONNX model: per-node op class, MACs/FLOPs, params and activation bytes.
 
@@ -151,8 +158,20 @@ def analyse(
       DequantizeLinear and whose outputs all go to QuantizeLinear. Otherwise "fp16" when a float
       input is float16 or bfloat16, else "fp32" (int-only data ops on int8 tensors: "int8").
     - MAC/FLOP conventions: see ``planner.graph_ops``.
+    - ``runtime=True`` also asks ONNX Runtime which kernels it would run (``planner.ort_fusion``: one
+      session creation, no inference) and attaches the mapping as ``GraphAnalysis.runtime`` for the cost
+      model. ``qdq_as_int8=False`` (used for ORT's own optimised graph) prices a standard op as float even
+      when DequantizeLinear feeds it: there, ORT has already fused every QDQ group it can.
+      ``fold_constants=False`` (also for ORT's optimised graph) keeps nodes whose inputs are all constants
+      as nodes: ORT already folded what it folds, and what is left (e.g. the weight DequantizeLinear of a
+      QDQ ConvTranspose it did not fuse) runs on every inference.
     """
     proto = _load(model)
+    ort_source = None
+    if runtime:
+        import onnx
+
+        ort_source = proto if isinstance(model, onnx.ModelProto) else None
     graph = proto.graph
     init_names = {t.name for t in graph.initializer}
     act_inputs = [vi for vi in graph.input if vi.name not in init_names]
@@ -233,7 +252,7 @@ def analyse(
     for n in nodes:
         ins = [i for i in n.input if i]
         if n.op_type == "Constant" or (
-            ins and all(i in constant for i in ins) and n.op_type not in _NONDETERMINISTIC
+            fold_constants and ins and all(i in constant for i in ins) and n.op_type not in _NONDETERMINISTIC
             and not _has_subgraph(n)
         ):
             for o in n.output:
@@ -339,7 +358,8 @@ def analyse(
             macs=macs, flops=flops, params=params, param_bytes=param_bytes,
             input_bytes=sum(tensors[i].bytes for i in act_in),
             output_bytes=sum(tensors[o].bytes for o in act_out),
-            compute_dtype=_compute_dtype(n, tensors, const_info, value_infos, producer, consumers, act_in),
+            compute_dtype=_compute_dtype(n, tensors, const_info, value_infos, producer, consumers, act_in,
+                                         qdq_as_int8),
             known=known,
         ))
     for o in g.output:
@@ -348,7 +368,7 @@ def analyse(
     if unknown_ops:
         warnings.insert(0, "no MAC/FLOP formula for op type(s) " + ", ".join(unknown_ops)
                         + ": those nodes are reported with known=False and are not in the totals")
-    return GraphAnalysis(
+    result = GraphAnalysis(
         nodes=tuple(stats),
         tensors=tensors,
         inputs=tuple(vi.name for vi in act_inputs),
@@ -358,6 +378,15 @@ def analyse(
         warnings=tuple(dict.fromkeys(warnings)),
         batch=batch_value,
     )
+    if not runtime or not stats:
+        return result
+    from dataclasses import replace
+
+    from edgeplan.planner.ort_fusion import runtime_graph
+
+    rg, why = runtime_graph(ort_source, result, path=None if ort_source is not None else str(model),
+                            input_shapes=dict(input_shapes) if input_shapes else None)
+    return replace(result, runtime=rg, runtime_note=why)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -725,9 +754,14 @@ def _dtype_of(name: str, tensors: dict[str, TensorInfo], const_info: dict, value
     return _np_name(vi.type.tensor_type.elem_type) if vi is not None else "unknown"
 
 
-def _compute_dtype(n: Any, tensors, const_info, value_infos, producer, consumers, act_in) -> str:
+def _compute_dtype(n: Any, tensors, const_info, value_infos, producer, consumers, act_in,
+                   qdq_as_int8: bool = True) -> str:
     if n.op_type in graph_ops.INT8_OPS:
         return "int8"
+    if not qdq_as_int8:
+        dtypes = [_dtype_of(i, tensors, const_info, value_infos) for i in (act_in or [i for i in n.input if i])]
+        return "fp16" if any(d in _FLOAT16 for d in dtypes) else "fp32" if any(d in _FLOAT32 for d in dtypes) else (
+            "int8" if any(d in _INT8 for d in dtypes) else "fp32")
     in_names = [i for i in n.input if i]
     dq_fed = [i for i in in_names if i in producer and producer[i].op_type == "DequantizeLinear"]
     if n.op_type in _QDQ_COMPUTE:
