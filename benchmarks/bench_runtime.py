@@ -11,13 +11,15 @@ What is compared, and why:
   both parts really run here (server and client in one process, ORT CPU, 1 thread each). A pi4/t4
   prediction could not be checked on this machine; the network part of the prediction does not depend on
   the tier profiles, so it is the part checked most directly.
-- Calibration first: ``planner.runtime_overhead.measure_request_overhead_ms`` measures the runtime's own
-  per-request cost on a *separate* throw-away two-node bundle (16-byte cut, plain loopback, no shaping, no
-  emulated delay); its median goes into ``SplitOptions(request_overhead_ms=...)`` for every prediction
-  below. It is a calibration of the runtime on this machine, not a fit to the rows it then predicts.
-- Predicted network = RTT + jitter (0 for these links) + serialise (bytes / 500 MB/s) + uplink bits /
-  bandwidth + downlink bits / bandwidth (``SplitPlan.network_ms``: the link alone). Predicted end-to-end
-  = ``SplitPlan.latency_ms`` = device + cloud compute + network + the calibrated request overhead.
+- Calibration first: ``planner.runtime_overhead.measure_runtime_costs`` measures the runtime's own
+  per-request cost on a *separate* throw-away two-node bundle (16-byte cut) and its cost per cut byte on a
+  second one (256 kB cut), interleaved, plain loopback, no shaping, no emulated delay; the overhead median
+  goes into ``SplitOptions(request_overhead_ms=...)`` and the per-byte rate into
+  ``SplitOptions(serialise_mb_per_s=...)`` for every prediction below. It is a calibration of the runtime
+  on this machine, not a fit to the rows it then predicts.
+- Predicted network = RTT + jitter (0 for these links) + serialise (bytes / the calibrated rate) + uplink
+  bits / bandwidth + downlink bits / bandwidth (``SplitPlan.network_ms``: the link alone). Predicted
+  end-to-end = ``SplitPlan.latency_ms`` = device + cloud compute + network + the calibrated request overhead.
   Measured network = request wall time minus the compute time the server reports
   (``X-Edgeplan-Compute-Ms``). Measured end-to-end = the client's wall time for one inference (device
   part + request + decode).
@@ -59,13 +61,21 @@ class RttOnly:
     downlink_mbps: float = float("inf")
 
 
-def build_bundle(work: Path, link_spec: str, overhead_ms: float):
+def options(costs: dict):
+    """The planner options with the calibrated runtime costs (``costs``: request_overhead_ms, serialise_mb_per_s)."""
+    from edgeplan.planner.split import SplitOptions
+
+    return SplitOptions(request_overhead_ms=costs["request_overhead_ms"],
+                        serialise_mb_per_s=costs["serialise_mb_per_s"])
+
+
+def build_bundle(work: Path, link_spec: str, costs: dict):
     import torch
     from torch import nn
 
     from edgeplan.compressor.export import export_onnx
     from edgeplan.planner.bundle import write_bundle
-    from edgeplan.planner.split import SplitOptions, evaluate, prefix_assignments, run_split
+    from edgeplan.planner.split import evaluate, prefix_assignments, run_split
 
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -75,8 +85,7 @@ def build_bundle(work: Path, link_spec: str, overhead_ms: float):
     x = torch.randn(1, 3, 64, 64)
     onnx_path = work / f"cnn-{link_spec.replace('/', '_')}.onnx"
     export_onnx(model, (x,), onnx_path)
-    res = run_split(onnx_path, tiers=["host", "host"], links=[link_spec], schedule=False,
-                    options=SplitOptions(request_overhead_ms=overhead_ms))
+    res = run_split(onnx_path, tiers=["host", "host"], links=[link_spec], schedule=False, options=options(costs))
     pb = res.problem
     cands = [evaluate(pb, lab, name="bench-cut") for lab in prefix_assignments(pb)]
     cands = [p for p in cands if p.is_split and not p.sends_raw_input and p.feasible]
@@ -89,14 +98,17 @@ def build_bundle(work: Path, link_spec: str, overhead_ms: float):
 
 
 def calibrate(repeats: int) -> dict:
-    """The runtime's per-request overhead on this machine (plain loopback, its own tiny bundle)."""
-    from edgeplan.planner.runtime_overhead import measure_request_overhead_ms
+    """The runtime's per-request overhead and per-byte rate on this machine (plain loopback, its own probe
+    bundles): the overhead probe's fields at the top level, the rate under "serialise", the large probe
+    under "large"."""
+    from edgeplan.planner.runtime_overhead import measure_runtime_costs
 
-    r = measure_request_overhead_ms(repeats=repeats)
-    return {**r.to_dict(), "loadavg_1m": os.getloadavg()[0]}
+    r = measure_runtime_costs(repeats=repeats)
+    return {**r.overhead.to_dict(), "serialise": r.serialise.to_dict(), "large": r.large.to_dict(),
+            "loadavg_1m": os.getloadavg()[0]}
 
 
-def measure(mode: str, repeats: int, work: Path, overhead_ms: float) -> list[dict]:
+def measure(mode: str, repeats: int, work: Path, costs: dict) -> list[dict]:
     from edgeplan.planner.runtime_client import SplitClient
     from edgeplan.planner.runtime_server import make_server
     from edgeplan.planner.split import LinkSpec
@@ -104,7 +116,7 @@ def measure(mode: str, repeats: int, work: Path, overhead_ms: float) -> list[dic
     rows = []
     for mbps, rtt in LINKS:
         spec = f"{mbps:g}mbps/{rtt:g}ms"
-        bundle, plan, x = build_bundle(work, spec, overhead_ms)
+        bundle, plan, x = build_bundle(work, spec, costs)
         if mode == "tbf":
             _tc(["qdisc", "replace", "dev", "lo", "root", "tbf", "rate", f"{mbps:g}mbit", "burst", "4500",
                  "latency", "2000ms"])
@@ -132,6 +144,7 @@ def measure(mode: str, repeats: int, work: Path, overhead_ms: float) -> list[dic
             "pred_network_ms": plan.network_ms, "meas_network_ms": statistics.median(net),
             "meas_network_p90_ms": float(np.percentile(net, 90)),
             "pred_e2e_ms": plan.latency_ms, "pred_overhead_ms": plan.request_overhead_ms,
+            "pred_serialise_ms": plan.transfer_bytes / (costs["serialise_mb_per_s"] * 1e3),
             "meas_e2e_ms": statistics.median(e2e),
             "meas_e2e_p90_ms": float(np.percentile(e2e, 90)),
             "pred_device_ms": plan.tier_latency_ms[0], "meas_device_ms": statistics.median(r.device_ms for r in rs),
@@ -143,7 +156,7 @@ def measure(mode: str, repeats: int, work: Path, overhead_ms: float) -> list[dic
     return rows
 
 
-def adaptation(mode: str, work: Path, overhead_ms: float) -> dict:
+def adaptation(mode: str, work: Path, costs: dict) -> dict:
     """Does the client follow the network schedule when the link changes under it?
 
     The bundle is the residual CNN of tests/test_split.py with *synthetic* tier speeds (device 1 ms per
@@ -159,13 +172,12 @@ def adaptation(mode: str, work: Path, overhead_ms: float) -> dict:
     from edgeplan.planner.graph import analyse
     from edgeplan.planner.runtime_client import SplitClient
     from edgeplan.planner.runtime_server import make_server
-    from edgeplan.planner.split import LinkSpec, SplitOptions, build_problem, solve
+    from edgeplan.planner.split import LinkSpec, build_problem, solve
     from edgeplan.planner.split_schedule import network_schedule
 
     src = _residual_onnx(work / "res.onnx")
     analysis = analyse(str(src))
-    problem = build_problem(analysis, _tiers_for(analysis), [LinkSpec("l", 10.0, 10.0, 5.0)],
-                            SplitOptions(request_overhead_ms=overhead_ms))
+    problem = build_problem(analysis, _tiers_for(analysis), [LinkSpec("l", 10.0, 10.0, 5.0)], options(costs))
     sched = network_schedule(problem)
     bundle = write_bundle(work / "adaptive", plan=solve(problem), source_onnx=src, schedule=sched,
                           schedule_parts=True, overwrite=True)
@@ -199,7 +211,7 @@ def adaptation(mode: str, work: Path, overhead_ms: float) -> dict:
     return {"mode": mode, "breakpoints_mbps": list(sched.breakpoints_mbps), "phases": phases}
 
 
-def concurrency(work: Path, overhead_ms: float, n_req: int = 25) -> list[dict]:
+def concurrency(work: Path, costs: dict, n_req: int = 25) -> list[dict]:
     """Plain loopback, no link emulation: 1 vs 8 concurrent clients (one thread and one connection each)
     against one server; per-request wall time and aggregate throughput. On this 2-core machine the
     server and the clients share the same cores, so this measures the runtime's overhead, not a network."""
@@ -208,7 +220,7 @@ def concurrency(work: Path, overhead_ms: float, n_req: int = 25) -> list[dict]:
     from edgeplan.planner.runtime_client import SplitClient
     from edgeplan.planner.runtime_server import make_server
 
-    bundle, _, x = build_bundle(work, "200mbps/5ms", overhead_ms)
+    bundle, _, x = build_bundle(work, "200mbps/5ms", costs)
     srv = make_server(bundle, "127.0.0.1", 0)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
@@ -260,7 +272,7 @@ def netns_available() -> str | None:
         subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
 
 
-def run_tbf(repeats: int, overhead_ms: float) -> list[dict]:
+def run_tbf(repeats: int, costs: dict) -> list[dict]:
     subprocess.run(["ip", "netns", "del", NS], capture_output=True, timeout=10)
     subprocess.run(["ip", "netns", "add", NS], check=True, capture_output=True, timeout=10)
     try:
@@ -270,7 +282,7 @@ def run_tbf(repeats: int, overhead_ms: float) -> list[dict]:
             out = Path(f.name)
         try:
             subprocess.run(["ip", "netns", "exec", NS, sys.executable, __file__, "--inner", "tbf", "--repeats",
-                            str(repeats), "--inner-out", str(out), "--inner-overhead-ms", repr(overhead_ms)],
+                            str(repeats), "--inner-out", str(out), "--inner-costs", json.dumps(costs)],
                            check=True, timeout=1800)
             return json.loads(out.read_text())
         finally:
@@ -285,38 +297,46 @@ def pct(meas: float, pred: float) -> str:
 
 def render(rows: list[dict], why_no_tbf: str | None, adapts: list[dict], conc: list[dict], calib: dict,
            load: dict) -> str:
-    from edgeplan.planner.split import DEFAULT_REQUEST_OVERHEAD_MS
+    from edgeplan.planner.split import DEFAULT_REQUEST_OVERHEAD_MS, DEFAULT_SERIALISE_MB_PER_S
 
+    ser, large = calib["serialise"], calib["large"]
+    rate = ser["mb_per_s"]
+    rate_text = (f"**{rate:.0f} MB/s** = {ser['how']}" if ser["measured"] else
+                 f"**{rate:.0f} MB/s, the planner's default, NOT measured**: {ser['how']}")
     lines = ["# Split runtime: measured vs predicted latency", "",
              f"Generated by `benchmarks/bench_runtime.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
              f"on a 2-core shared machine; load average (1 min) {load['start']:.2f} at the start, "
              f"{load['end']:.2f} at the end (other jobs may run: medians are reported with p90).", "",
              "Model: 5-layer CNN on 3x64x64; cut = the prefix cut with the largest cut tensor (fp32). Prediction: "
              "`run_split(..., tiers=['host','host'], links=[link], options=SplitOptions(request_overhead_ms="
-             "<calibrated>))` -> the plan's `network_ms` (the link alone) and `latency_ms` (compute + network + "
-             "request overhead) (host profile on both sides, because both parts run on this machine's CPU). "
+             "<calibrated>, serialise_mb_per_s=<calibrated>))` -> the plan's `network_ms` (the link alone, incl. "
+             "serialisation) and `latency_ms` (compute + network + request overhead) (host profile on both sides, "
+             "because both parts run on this machine's CPU). "
              "Measured: medians of N sequential inferences after 3 warm-ups (time.perf_counter).", "",
              f"**Calibration (measured at the start of this run, before any row):** runtime request overhead "
              f"**{calib['median_ms']:.3f} ms** (p90 {calib['p90_ms']:.3f} ms) = {calib['how']}; measured "
              f"wall median {calib['wall_median_ms']:.3f} ms (medians of its parts: device part ORT run "
              f"{calib['device_part_ms']:.3f} ms, HTTP request incl. server wire decode/encode "
              f"{calib['request_ms']:.3f} ms, server part ORT run {calib['server_part_ms']:.3f} ms; the rest is the "
-             f"client's wire encode/decode), load average {calib['loadavg_1m']:.2f}. "
-             "`planner.runtime_overhead.measure_request_overhead_ms` on its own throw-away bundle, not fitted to "
-             "the rows below; the median is what every prediction below uses (the planner's built-in default "
-             f"is {DEFAULT_REQUEST_OVERHEAD_MS:g} ms, measured the same way).", ""]
+             f"client's wire encode/decode), load average {calib['loadavg_1m']:.2f}. Runtime per-byte rate "
+             f"(serialise_mb_per_s) {rate_text}; the {large['cut_bytes'] / 1e3:.0f} kB probe's wall median "
+             f"{large['wall_median_ms']:.3f} ms, its predicted compute {large['predicted_ms']:.3f} ms. Both from "
+             "`planner.runtime_overhead.measure_runtime_costs` on their own throw-away bundles (interleaved), not "
+             "fitted to the rows below; every prediction below uses them (the planner's built-in defaults are "
+             f"{DEFAULT_REQUEST_OVERHEAD_MS:g} ms and {DEFAULT_SERIALISE_MB_PER_S:g} MB/s, measured the same way).", ""]
     if why_no_tbf:
         lines += [f"Kernel-shaped mode NOT used ({why_no_tbf}); all rows are **emulated** links (client sleeps "
                   "rtt + bytes/bandwidth).", ""]
     lines += ["Modes: **tbf** = bandwidth shaped by a kernel token bucket (`tc qdisc tbf` on the loopback of a fresh "
               "network namespace, MTU 1500) + RTT added by the client as a sleep (netem is not available on this "
               "kernel); **emulated** = plain loopback, the client sleeps rtt + bytes*8/bandwidth.", "",
-              "| mode | link | sent | network pred ms | network meas ms (p90) | err | e2e pred ms (of which "
-              "overhead) | e2e meas ms (p90) | err | device pred/meas ms | cloud pred / server meas ms |",
+              "| mode | link | sent | network pred ms (of which serialise) | network meas ms (p90) | err | e2e pred ms "
+              "(of which overhead) | e2e meas ms (p90) | err | device pred/meas ms | cloud pred / server meas ms |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['mode']} | {r['link']} | {r['sent_bytes'] / 1e3:.1f} kB | {r['pred_network_ms']:.2f} | "
+            f"| {r['mode']} | {r['link']} | {r['sent_bytes'] / 1e3:.1f} kB | {r['pred_network_ms']:.2f} "
+            f"({r['pred_serialise_ms']:.2f}) | "
             f"{r['meas_network_ms']:.2f} ({r['meas_network_p90_ms']:.2f}) | "
             f"{pct(r['meas_network_ms'], r['pred_network_ms'])} | {r['pred_e2e_ms']:.2f} "
             f"({r['pred_overhead_ms']:.2f}) | "
@@ -327,11 +347,17 @@ def render(rows: list[dict], why_no_tbf: str | None, adapts: list[dict], conc: l
     okn = [abs(r["meas_network_ms"] - r["pred_network_ms"]) / r["pred_network_ms"] <= 0.15 for r in rows]
     without = [abs(r["meas_e2e_ms"] - (r["pred_e2e_ms"] - r["pred_overhead_ms"])) /
                (r["pred_e2e_ms"] - r["pred_overhead_ms"]) <= 0.15 for r in rows]
+    # the same rows priced with the planner's default rate instead of the calibrated one
+    dflt = [r["pred_e2e_ms"] - r["pred_serialise_ms"] + r["sent_bytes"] / (DEFAULT_SERIALISE_MB_PER_S * 1e3)
+            for r in rows]
+    with_default = [abs(r["meas_e2e_ms"] - d) / d <= 0.15 for r, d in zip(rows, dflt)]
     missed = [f"{r['mode']} {r['link']} ({pct(r['meas_e2e_ms'], r['pred_e2e_ms'])})" for r, o in zip(rows, ok) if not o]
     lines += ["", f"Within the +-15% target: network part {sum(okn)}/{len(rows)} rows, "
               f"end-to-end {sum(ok)}/{len(rows)} rows"
               + (f" (missed: {', '.join(missed)})" if missed else "")
-              + f"; without the request-overhead term the end-to-end would be {sum(without)}/{len(rows)}. "
+              + f"; without the request-overhead term the end-to-end would be {sum(without)}/{len(rows)}, with "
+              f"the default {DEFAULT_SERIALISE_MB_PER_S:g} MB/s instead of the calibrated rate {sum(with_default)}/"
+              f"{len(rows)}. "
               f"The host profile's own error band is +-{rows[0]['error_band_pct']:.0f}% for compute.", ""]
     net_res = [r["meas_network_ms"] - r["pred_network_ms"] for r in rows]
     e2e_res = [r["meas_e2e_ms"] - r["pred_e2e_ms"] for r in rows]
@@ -341,11 +367,11 @@ def render(rows: list[dict], why_no_tbf: str | None, adapts: list[dict], conc: l
               f"- End-to-end: measured minus predicted (with the calibrated overhead) is {min(e2e_res):+.2f} to "
               f"{max(e2e_res):+.2f} ms across rows. Of that, {min(cmp_res):+.2f} to {max(cmp_res):+.2f} ms is "
               "compute (next point) and the rest, "
-              f"{min(rest):+.2f} to {max(rest):+.2f} ms, is what the calibration cannot see because it grows with "
-              f"the cut tensor: the calibration sends {calib['cut_bytes']} bytes, these rows "
-              f"{rows[0]['sent_bytes'] / 1e3:.0f} kB (copying them through loopback, "
-              "the server reading them from Python, and TCP ACK pacing under tbf), of which the planner charges "
-              f"only the 500 MB/s serialisation term ({rows[0]['sent_bytes'] / 500e3:.2f} ms). It is small "
+              f"{min(rest):+.2f} to {max(rest):+.2f} ms, is neither compute nor what the calibration measured: "
+              f"the calibrated per-byte rate charges {rows[0]['pred_serialise_ms']:.2f} ms for these rows' "
+              f"{rows[0]['sent_bytes'] / 1e3:.0f} kB and the calibrated overhead {calib['median_ms']:.2f} ms, both "
+              "measured on back-to-back requests over plain loopback; these rows' requests follow a sleep (the "
+              "emulated RTT) and, under tbf, go through a 1500-byte-MTU token bucket (TCP ACK pacing). It is small "
               "against a slow link and largest in relative terms on the fastest one.",
               f"- Compute: measured (device part + server part) minus predicted is {min(cmp_res):+.2f} to "
               f"{max(cmp_res):+.2f} ms: the host profile predicts {rows[0]['pred_device_ms']:.2f} + "
@@ -390,34 +416,36 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--calibration-repeats", type=int, default=400,
-                    help="Inferences timed by the request-overhead calibration (tiny bundle, plain loopback).")
+                    help="Inferences of each probe timed by the runtime-cost calibration (request overhead: "
+                         "16-byte-cut bundle; per-byte rate: 256 kB-cut bundle; interleaved, plain loopback).")
     ap.add_argument("--out", type=Path, help="Also write the markdown section to this file (it is printed anyway).")
     ap.add_argument("--inner", choices=["tbf", "emulated"], help=argparse.SUPPRESS)
     ap.add_argument("--inner-out", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--inner-overhead-ms", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--inner-costs", type=json.loads, help=argparse.SUPPRESS)
     ap.add_argument("--no-tbf", action="store_true", help="Only the emulated mode.")
     args = ap.parse_args()
     if args.inner:
         with tempfile.TemporaryDirectory() as d:
-            rows = measure(args.inner, args.repeats, Path(d), args.inner_overhead_ms)
-            adapt = adaptation(args.inner, Path(d), args.inner_overhead_ms)
+            rows = measure(args.inner, args.repeats, Path(d), args.inner_costs)
+            adapt = adaptation(args.inner, Path(d), args.inner_costs)
         args.inner_out.write_text(json.dumps({"rows": rows, "adapt": adapt}))
         return
     load = {"start": os.getloadavg()[0]}
     calib = calibrate(args.calibration_repeats)  # first, on plain loopback, before any shaped link
-    overhead = calib["median_ms"]
-    print(f"request overhead calibration: median {overhead:.3f} ms, p90 {calib['p90_ms']:.3f} ms ({calib['how']})",
+    costs = {"request_overhead_ms": calib["median_ms"], "serialise_mb_per_s": calib["serialise"]["mb_per_s"]}
+    print(f"request overhead calibration: median {calib['median_ms']:.3f} ms, p90 {calib['p90_ms']:.3f} ms "
+          f"({calib['how']}); serialise rate {costs['serialise_mb_per_s']:.0f} MB/s ({calib['serialise']['how']})",
           file=sys.stderr)
     why = "--no-tbf" if args.no_tbf else netns_available()
     rows, adapts = [], []
     if why is None:
-        doc = run_tbf(args.repeats, overhead)
+        doc = run_tbf(args.repeats, costs)
         rows += doc["rows"]
         adapts.append(doc["adapt"])
     with tempfile.TemporaryDirectory() as d:
-        rows += measure("emulated", args.repeats, Path(d), overhead)
-        adapts.append(adaptation("emulated", Path(d), overhead))
-        conc = concurrency(Path(d), overhead)
+        rows += measure("emulated", args.repeats, Path(d), costs)
+        adapts.append(adaptation("emulated", Path(d), costs))
+        conc = concurrency(Path(d), costs)
     load["end"] = os.getloadavg()[0]
     text = render(rows, why, adapts, conc, calib, load)
     print(text)

@@ -48,6 +48,10 @@ def register(app: typer.Typer) -> None:
             None, "--request-overhead-ms", min=0.0,
             help="Split runtime cost per request (ms, once per network boundary) when pricing split plans; "
                  "default: measured on edgeplan's development machine (see edgeplan split --help)."),
+        serialise_mb_per_s: float = typer.Option(
+            None, "--serialise-mb-per-s",
+            help="Split runtime cost per cut-tensor byte, as a rate in MB/s, when pricing split plans; "
+                 "default: measured on edgeplan's development machine (see edgeplan split --help)."),
         input_shape: str = ShapeOpt,
         trust_model: bool = TrustOpt,
         as_json: bool = JsonOpt,
@@ -61,7 +65,7 @@ def register(app: typer.Typer) -> None:
             constraints=tuple(parse_constraint(c) for c in (constraint or [])), trials=trials, timeout_s=timeout,
             sampler=sampler, seed=seed, storage=storage, study_name=study, out_dir=str(out),
             trust_model=trust_model, input_shape=input_shape, max_bundles=max_bundles,
-            request_overhead_ms=request_overhead_ms,
+            request_overhead_ms=request_overhead_ms, serialise_mb_per_s=serialise_mb_per_s,
         )
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

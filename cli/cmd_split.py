@@ -64,6 +64,12 @@ def register(app: typer.Typer) -> None:
                  "network boundary a plan uses. Default: the value measured on edgeplan's 2-core x86 development "
                  "machine (printed with the plans); slower devices pay more: measure yours with "
                  "edgeplan.planner.runtime_overhead.measure_request_overhead_ms (docs/runtime.md)."),
+        serialise_mb_per_s: float = typer.Option(
+            None, "--serialise-mb-per-s",
+            help="The split runtime's cost per byte of cut tensor beyond the link (wire encode/decode, HTTP body "
+                 "copies), as a rate in MB/s: a cut of B bytes costs B / rate. Default: the value measured on "
+                 "edgeplan's development machine (printed with the plans); measure yours with "
+                 "edgeplan.planner.runtime_overhead.measure_runtime_costs (docs/runtime.md)."),
         batch: int = typer.Option(1, "--batch", min=1, help="Batch size."),
         out: Path = typer.Option(None, "--out", "-o", help="Write the best plan as a bundle into this folder."),
         force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
@@ -75,7 +81,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         from edgeplan.hardware_profiles.errors import ConfigError
-        from edgeplan.planner.split import DEFAULT_REQUEST_OVERHEAD_MS, SplitOptions, split_model
+        from edgeplan.planner.split import (DEFAULT_REQUEST_OVERHEAD_MS, DEFAULT_SERIALISE_MB_PER_S, SplitOptions,
+                                            split_model)
 
         tier_names = [t.strip() for t in tiers.split(",")] if tiers else [edge, cloud]
         if len(tier_names) not in (2, 3) or not all(tier_names):
@@ -88,6 +95,7 @@ def register(app: typer.Typer) -> None:
             keep_on_device_node=keep_layer,
             memory_budget_bytes=None if memory_budget_mb is None else int(memory_budget_mb * 1e6),
             request_overhead_ms=DEFAULT_REQUEST_OVERHEAD_MS if request_overhead_ms is None else request_overhead_ms,
+            serialise_mb_per_s=DEFAULT_SERIALISE_MB_PER_S if serialise_mb_per_s is None else serialise_mb_per_s,
         )
         status = err_console()
         result = split_model(
@@ -169,10 +177,11 @@ def _render(result) -> None:
         comp = " + ".join(f"{n} {ms:.3g}" for n, ms in zip(shown.tier_names, shown.tier_latency_ms) if ms)
         out.print(f"[dim]{shown.name}, predicted: {shown.latency_ms:.3g} ms = compute ({comp}) + network "
                   f"{shown.network_ms:.3g} + runtime request overhead {shown.request_overhead_ms:.3g} ms[/dim]")
-    from edgeplan.planner.split import request_overhead_provenance
+    from edgeplan.planner.split import request_overhead_provenance, serialise_provenance
 
     out.print(f"[dim]Every plan that uses the network pays a runtime request overhead of "
-              f"{opts.request_overhead_ms:g} ms per boundary ({request_overhead_provenance(opts)}).[/dim]")
+              f"{opts.request_overhead_ms:g} ms per boundary ({request_overhead_provenance(opts)}); its cut tensors "
+              f"are serialised at {opts.serialise_mb_per_s:g} MB/s ({serialise_provenance(opts)}).[/dim]")
     if best.latency_ms > plans.device_only.latency_ms and best is not plans.device_only:
         out.print(f"[yellow]note:[/yellow] the best plan for {plans.objective.name} is slower than device-only.")
     if result.schedule is not None:

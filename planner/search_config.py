@@ -75,6 +75,8 @@ class SearchSettings(BaseModel):
     full_eval: bool = True
     # the split runtime's per-request overhead for pricing split plans (None: split.DEFAULT_REQUEST_OVERHEAD_MS)
     request_overhead_ms: float | None = Field(None, ge=0)
+    # the split runtime's cost per cut byte, as a rate (None: split.DEFAULT_SERIALISE_MB_PER_S)
+    serialise_mb_per_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @field_validator("objectives")
     @classmethod

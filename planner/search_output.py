@@ -84,12 +84,18 @@ def _recipe_text(recipe: dict[str, Any]) -> str:
 
 
 def _overhead_text(settings: SearchSettings) -> str:
-    from edgeplan.planner.split import DEFAULT_REQUEST_OVERHEAD_MS
+    from edgeplan.planner.split import DEFAULT_REQUEST_OVERHEAD_MS, DEFAULT_SERIALISE_MB_PER_S
 
     if settings.request_overhead_ms is None:
-        return (f", split plans incl. a runtime request overhead of {DEFAULT_REQUEST_OVERHEAD_MS:g} ms per network "
+        text = (f", split plans incl. a runtime request overhead of {DEFAULT_REQUEST_OVERHEAD_MS:g} ms per network "
                 "boundary (default, measured on edgeplan's development machine)")
-    return f", split plans incl. a runtime request overhead of {settings.request_overhead_ms:g} ms per boundary (given)"
+    else:
+        text = (f", split plans incl. a runtime request overhead of {settings.request_overhead_ms:g} ms per boundary "
+                "(given)")
+    if settings.serialise_mb_per_s is None:
+        return text + (f" and cut tensors serialised at {DEFAULT_SERIALISE_MB_PER_S:g} MB/s (default, measured on "
+                       "edgeplan's development machine)")
+    return text + f" and cut tensors serialised at {settings.serialise_mb_per_s:g} MB/s (given)"
 
 
 def write_outputs(study: Any, ev: Any, settings: SearchSettings, out: Path, *, interrupted: bool, elapsed_s: float,

@@ -20,7 +20,8 @@ nodes with a cost per tier, tensors with bytes, links with bandwidth/RTT) and ne
 The cost model of a split (all predicted; the per-node latencies come from ``planner.cost`` per profile):
 
     latency = sum(device node ms) + [device overhead]
-            + for each crossing tensor: serialise (bytes / serialise rate) + uplink (bits / uplink Mbps)
+            + for each crossing tensor: serialise (wire bytes / ``SplitOptions.serialise_mb_per_s``)
+                                        + uplink (bits / uplink Mbps)
             + RTT + jitter allowance (once per boundary that is used)
             + runtime request overhead (``SplitOptions.request_overhead_ms``, once per boundary that is used)
             + sum(cloud node ms) + [cloud per-inference overhead]
@@ -32,7 +33,11 @@ part beyond what the tier profiles' per-inference overhead covers. It is measure
 ``planner.runtime_overhead.measure_request_overhead_ms`` times real split requests of a tiny bundle
 against a real ``edgeplan serve`` on loopback and subtracts the predicted compute; the default
 (``DEFAULT_REQUEST_OVERHEAD_MS``) is that measurement on the development machine. A plan shows it apart
-from the link time (``SplitPlan.request_overhead_ms`` vs ``network_ms``).
+from the link time (``SplitPlan.request_overhead_ms`` vs ``network_ms``). The serialise rate is the
+runtime's cost per byte of cut tensor beyond the link (wire encode/decode, HTTP body copies), measured the
+same way: ``planner.runtime_overhead.measure_runtime_costs`` also runs a 256 kB-cut probe interleaved with
+the tiny one and divides the extra bytes by the extra time; ``DEFAULT_SERIALISE_MB_PER_S`` is that
+measurement on the development machine. It is part of ``network_ms``.
 
 Execution is sequential (the device waits for the answer); a tensor read by several cloud nodes is sent
 once; weights and constants never cross (they are not activations in ``GraphAnalysis``). Device energy =
@@ -157,12 +162,24 @@ class LinkSpec:
 #: and pass ``--request-overhead-ms`` / ``SplitOptions(request_overhead_ms=...)``.
 DEFAULT_REQUEST_OVERHEAD_MS = 0.8
 
+#: The split runtime's cost per byte of cut tensor beyond the link's bits / bandwidth, as a rate in MB/s
+#: (client wire encode, the HTTP body's copies, server wire decode), charged per crossing tensor as
+#: ``wire bytes / rate``. MEASURED, not fitted: ``planner.runtime_overhead.measure_runtime_costs(repeats=400)``
+#: (real ``edgeplan serve`` + ``SplitClient`` on loopback; a 16-byte-cut and a 256 kB-cut probe bundle run
+#: interleaved; the rate = 262,128 more bytes / the difference of their median wall times minus predicted
+#: compute) run 7 times on the development machine (2-core AMD EPYC VM, shared; Python 3.11, onnxruntime
+#: 1.32) on 2026-11-23 13:32 UTC at load average 1.2-1.4: 859-2881 MB/s (the 256 kB cost 0.09-0.31 ms more
+#: than 16 bytes), median 1011 MB/s. It replaced an assumed 500 MB/s ("a Pi-4-class memcpy with framing"),
+#: which over-charged this machine's runtime. Slower devices pay more: measure on the target with
+#: ``measure_runtime_costs`` and pass ``--serialise-mb-per-s`` / ``SplitOptions(serialise_mb_per_s=...)``.
+DEFAULT_SERIALISE_MB_PER_S = 1000.0
+
 
 @dataclass(frozen=True)
 class SplitOptions:
-    """Constraints and knobs. ``serialise_mb_per_s`` is the rate at which the sender copies a cut tensor
-    into a wire buffer (an assumption, not measured per device: 500 MB/s is a Pi-4-class memcpy with
-    framing; it matters only for very large tensors). ``request_overhead_ms`` is the split runtime's own
+    """Constraints and knobs. ``serialise_mb_per_s`` is the split runtime's cost per byte of cut tensor
+    beyond the link, as a rate (see ``DEFAULT_SERIALISE_MB_PER_S``; it matters only for large tensors on
+    fast links). ``request_overhead_ms`` is the split runtime's own
     fixed cost per request (see ``DEFAULT_REQUEST_OVERHEAD_MS``), charged like the RTT: once per boundary
     that the plan uses; 0 prices the network and compute alone."""
 
@@ -171,7 +188,7 @@ class SplitOptions:
     keep_on_device_layers: int = 0
     keep_on_device_node: str | None = None
     memory_budget_bytes: int | None = None
-    serialise_mb_per_s: float = 500.0
+    serialise_mb_per_s: float = DEFAULT_SERIALISE_MB_PER_S
     request_overhead_ms: float = DEFAULT_REQUEST_OVERHEAD_MS
 
 
@@ -351,6 +368,8 @@ def build_problem(
     options = options or SplitOptions()
     if not (np.isfinite(options.request_overhead_ms) and options.request_overhead_ms >= 0):
         raise ConfigError(f"the request overhead must be a finite number of ms >= 0, got {options.request_overhead_ms}")
+    if not (np.isfinite(options.serialise_mb_per_s) and options.serialise_mb_per_s > 0):
+        raise ConfigError(f"the serialise rate must be a finite number of MB/s > 0, got {options.serialise_mb_per_s}")
     if options.wire_dtype not in WIRE_DTYPES:
         raise ConfigError(f"unknown wire dtype {options.wire_dtype!r}: use {', '.join(WIRE_DTYPES)}")
     K = len(tiers)
@@ -1087,6 +1106,14 @@ def request_overhead_provenance(options: SplitOptions) -> str:
     return "given by the user (--request-overhead-ms)"
 
 
+def serialise_provenance(options: SplitOptions) -> str:
+    """Where the serialise rate in ``options`` comes from, for reports."""
+    if options.serialise_mb_per_s == DEFAULT_SERIALISE_MB_PER_S:
+        return ("default: measured on edgeplan's development machine (2-core x86 VM) with "
+                "planner.runtime_overhead.measure_runtime_costs; slower devices are slower")
+    return "given by the user (--serialise-mb-per-s)"
+
+
 @dataclass(frozen=True)
 class SplitResult:
     """What ``run_split`` returns: the plans, the schedule, and what was used to make them."""
@@ -1112,6 +1139,8 @@ class SplitResult:
             "error_band_pct": max((t.error_band_pct for t in self.problem.tiers), default=0.0),
             "request_overhead_ms_per_boundary": self.problem.options.request_overhead_ms,
             "request_overhead_provenance": request_overhead_provenance(self.problem.options),
+            "serialise_mb_per_s": self.problem.options.serialise_mb_per_s,
+            "serialise_provenance": serialise_provenance(self.problem.options),
             "best": self.plans.best.name,
             "plans": [p.to_dict() for p in self.plans.all()],
             "schedule": self.schedule.to_dict() if self.schedule is not None else None,
@@ -1224,9 +1253,9 @@ def split_model(
 
 
 __all__ = [
-    "CutTensor", "DEFAULT_REQUEST_OVERHEAD_MS", "LinkSpec", "PartIO", "part_io", "Objective", "SplitOptions",
-    "SplitPlan", "SplitPlans", "SplitProblem", "SplitResult", "TierSpec", "WIRE_DTYPES", "WIRE_FIDELITY",
-    "best_prefix", "build_problem", "device_peak_memory_bytes", "evaluate", "is_valid", "link_from_profile",
-    "plan_split", "prefix_assignments", "request_overhead_provenance", "run_split", "solve", "split_model",
-    "tier_from_prediction", "with_uplink",
+    "CutTensor", "DEFAULT_REQUEST_OVERHEAD_MS", "DEFAULT_SERIALISE_MB_PER_S", "LinkSpec", "PartIO", "part_io",
+    "Objective", "SplitOptions", "SplitPlan", "SplitPlans", "SplitProblem", "SplitResult", "TierSpec", "WIRE_DTYPES",
+    "WIRE_FIDELITY", "best_prefix", "build_problem", "device_peak_memory_bytes", "evaluate", "is_valid",
+    "link_from_profile", "plan_split", "prefix_assignments", "request_overhead_provenance", "run_split",
+    "serialise_provenance", "solve", "split_model", "tier_from_prediction", "with_uplink",
 ]

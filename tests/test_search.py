@@ -90,7 +90,7 @@ def test_optimize_cli_with_cloud_and_constraint(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["optimize", FACTORY, "--target", "pi4", "--cloud", "t4", "--link", "4g", "--trials", "2",
                  "--objectives", "latency,accuracy,energy", "--constraint", "accuracy_drop<=50", "--out", str(out),
-                 "--json", "--max-bundles", "1", "--request-overhead-ms", "2.5"])
+                 "--json", "--max-bundles", "1", "--request-overhead-ms", "2.5", "--serialise-mb-per-s", "300"])
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["trials_complete"] == 2 and doc["plans"]
@@ -98,6 +98,7 @@ def test_optimize_cli_with_cloud_and_constraint(tmp_path, capsys):
     names = {p["name"] for p in pj["reference_plans"]}
     assert {"device-only", "cloud-only"} <= names
     assert pj["settings"]["request_overhead_ms"] == 2.5 and "request overhead of 2.5 ms" in pj["provenance"]
+    assert pj["settings"]["serialise_mb_per_s"] == 300 and "serialised at 300 MB/s (given)" in pj["provenance"]
     assert "fidelity" in pj["accuracy_metric"]  # no --data: said plainly
 
 
@@ -107,3 +108,4 @@ def test_optimize_bad_input(tmp_path, capsys):
     assert main(["optimize", FACTORY, "--target", "pi4", "--objectives", "speed", "--out", str(tmp_path)]) == 2
     assert main(["optimize", FACTORY, "--target", "pi4", "--worker", "--out", str(tmp_path)]) == 2
     assert main(["optimize", FACTORY, "--target", "pi4", "--request-overhead-ms", "-1", "--out", str(tmp_path)]) == 2
+    assert main(["optimize", FACTORY, "--target", "pi4", "--serialise-mb-per-s", "0", "--out", str(tmp_path)]) == 2

@@ -13,6 +13,7 @@ from edgeplan.hardware_profiles.errors import ConfigError
 from edgeplan.planner.graph import GraphAnalysis, NodeStats, TensorInfo
 from edgeplan.planner.split import (
     DEFAULT_REQUEST_OVERHEAD_MS,
+    DEFAULT_SERIALISE_MB_PER_S,
     LinkSpec,
     Objective,
     SplitOptions,
@@ -163,8 +164,8 @@ def test_tensor_with_several_consumers_is_sent_once():
     assert [c.name for c in plan.cut_tensors] == ["a"]
     assert plan.transfer_bytes == 400
     # 400 B at 8 Mbit/s = 0.4 ms, once (not three times), + serialisation + RTT + the runtime's request overhead
-    assert plan.latency_ms == pytest.approx(1.0 + 0.4 + 400 / 500e3 + 10.0 + DEFAULT_REQUEST_OVERHEAD_MS + 0.4
-                                            + 400 * 8 / 8e3, rel=1e-9)
+    assert plan.latency_ms == pytest.approx(1.0 + 0.4 + 400 / (DEFAULT_SERIALISE_MB_PER_S * 1e3) + 10.0
+                                            + DEFAULT_REQUEST_OVERHEAD_MS + 0.4 + 400 * 8 / 8e3, rel=1e-9)
 
 
 def test_request_overhead_charged_once_per_used_boundary():
@@ -206,6 +207,20 @@ def test_request_overhead_charged_once_per_used_boundary():
     assert not solve(problem).is_split
     with pytest.raises(ConfigError):
         rand_problem(4, 0, request_overhead_ms=-1.0)
+
+
+def test_serialise_rate_prices_each_crossing_byte():
+    """The serialise term is wire bytes / rate, in the link time (network_ms), and only for crossing tensors."""
+    slow, fast = rand_problem(7, 2, serialise_mb_per_s=2.0), rand_problem(7, 2, serialise_mb_per_s=4.0)
+    lab = (0,) * 3 + (1,) * 4
+    a, b = evaluate(slow, lab), evaluate(fast, lab)
+    assert a.transfer_bytes > 0
+    assert a.network_ms - b.network_ms == pytest.approx(a.transfer_bytes / 4e3, rel=1e-9)  # B/2e3 - B/4e3
+    assert a.latency_ms - b.latency_ms == pytest.approx(a.transfer_bytes / 4e3, rel=1e-9)
+    assert evaluate(slow, (0,) * 7).latency_ms == evaluate(fast, (0,) * 7).latency_ms  # device-only sends nothing
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="serialise rate"):
+            rand_problem(4, 0, serialise_mb_per_s=bad)
 
 
 def test_schedule_prices_the_request_overhead():
@@ -462,6 +477,30 @@ def test_cli_split_request_overhead(tmp_path, capsys):
     assert f"+ runtime request overhead {DEFAULT_REQUEST_OVERHEAD_MS:.3g} ms" in text  # the offload plan's breakdown
     assert main(args + ["--request-overhead-ms", "-1"]) == 2
     assert "request-overhead-ms" in capsys.readouterr().err
+
+
+def test_cli_split_serialise_rate(tmp_path, capsys):
+    from edgeplan.cli.main import main
+
+    src = _residual_onnx(tmp_path / "res.onnx", blocks=2)
+    args = ["split", str(src), "--edge", "pi4", "--cloud", "t4", "--link", "1000mbps/1ms", "--allow-raw-input"]
+    assert main(args + ["--serialise-mb-per-s", "2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert main(args + ["--json"]) == 0
+    dflt = json.loads(capsys.readouterr().out)
+    assert doc["serialise_mb_per_s"] == 2.0 and "user" in doc["serialise_provenance"]
+    assert dflt["serialise_mb_per_s"] == DEFAULT_SERIALISE_MB_PER_S and "measured" in dflt["serialise_provenance"]
+    c2 = {p["name"]: p for p in doc["plans"]}["cloud-only"]
+    cd = {p["name"]: p for p in dflt["plans"]}["cloud-only"]
+    sent = c2["transfer_bytes"]
+    assert sent > 0 and c2["latency_ms"] - cd["latency_ms"] == pytest.approx(
+        sent / 2e3 - sent / (DEFAULT_SERIALISE_MB_PER_S * 1e3), rel=1e-6)
+    assert main(args) == 0  # the table says what rate was used and where it comes from
+    assert f"serialised at {DEFAULT_SERIALISE_MB_PER_S:g} MB/s" in " ".join(capsys.readouterr().out.split())
+    for bad in ("0", "-3", "inf"):
+        assert main(args + ["--serialise-mb-per-s", bad]) == 2
+        err = capsys.readouterr().err
+        assert "serialise rate" in err and "Traceback" not in err
 
 
 def test_cli_split_three_tiers_table(tmp_path, capsys):
