@@ -13,7 +13,8 @@ What is compared, and why:
   the tier profiles, so it is the part checked most directly.
 - Calibration first: ``planner.runtime_overhead.measure_runtime_costs`` measures the runtime's own
   per-request cost on a *separate* throw-away two-node bundle (16-byte cut) and its cost per cut byte on a
-  second one (256 kB cut), interleaved, plain loopback, no shaping, no emulated delay; the overhead median
+  second one (256 kB cut), interleaved, plain loopback, no shaping, no emulated delay, 5 ms idle before each
+  request (as real requests are spaced; requests after idle time are slower); the overhead median
   goes into ``SplitOptions(request_overhead_ms=...)`` and the per-byte rate into
   ``SplitOptions(serialise_mb_per_s=...)`` for every prediction below. It is a calibration of the runtime
   on this machine, not a fit to the rows it then predicts.
@@ -370,9 +371,11 @@ def render(rows: list[dict], why_no_tbf: str | None, adapts: list[dict], conc: l
               f"{min(rest):+.2f} to {max(rest):+.2f} ms, is neither compute nor what the calibration measured: "
               f"the calibrated per-byte rate charges {rows[0]['pred_serialise_ms']:.2f} ms for these rows' "
               f"{rows[0]['sent_bytes'] / 1e3:.0f} kB and the calibrated overhead {calib['median_ms']:.2f} ms, both "
-              "measured on back-to-back requests over plain loopback; these rows' requests follow a sleep (the "
-              "emulated RTT) and, under tbf, go through a 1500-byte-MTU token bucket (TCP ACK pacing). It is small "
-              "against a slow link and largest in relative terms on the fastest one.",
+              f"measured over plain loopback with {calib.get('gap_ms', 0):g} ms of idle time before each request "
+              "(requests after idle time are slower than back-to-back ones); these rows' requests also sleep "
+              "mid-request (the emulated RTT) and, under tbf, go through a 1500-byte-MTU token bucket (TCP ACK "
+              "pacing, packet headers). It is small against a slow link and largest in relative terms on the "
+              "fastest one.",
               f"- Compute: measured (device part + server part) minus predicted is {min(cmp_res):+.2f} to "
               f"{max(cmp_res):+.2f} ms: the host profile predicts {rows[0]['pred_device_ms']:.2f} + "
               f"{rows[0]['pred_cloud_ms']:.2f} ms for these small conv parts. The calibrated overhead contains the "

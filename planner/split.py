@@ -152,27 +152,27 @@ class LinkSpec:
 
 
 #: Per-request overhead of the split runtime, ms, charged once per network boundary a plan uses.
-#: MEASURED, not fitted: ``planner.runtime_overhead.measure_request_overhead_ms(repeats=400)`` (real
-#: ``edgeplan serve`` + ``SplitClient`` on loopback, 2-node bundle with a 16-byte cut tensor, wall time minus
-#: the host profile's predicted compute of both parts, 0.03 ms) run 7 times on the development machine
-#: (2-core AMD EPYC VM, shared; Python 3.11, onnxruntime 1.32) on 2026-11-23 at load average 0.1-0.2: the
-#: seven medians were 0.56-0.86 ms, their median 0.80 ms. It is HTTP framing, wire encode/decode, Python
-#: and the ORT ``run`` call of each part. Slower devices pay more (a Raspberry Pi runs the same Python
-#: several times slower; not measured here): measure on the target with ``measure_request_overhead_ms``
-#: and pass ``--request-overhead-ms`` / ``SplitOptions(request_overhead_ms=...)``.
-DEFAULT_REQUEST_OVERHEAD_MS = 0.8
+#: MEASURED, not fitted: ``planner.runtime_overhead.measure_runtime_costs(repeats=200-400)`` (real
+#: ``edgeplan serve`` + ``SplitClient`` on loopback, 2-node bundle with a 16-byte cut tensor, each request
+#: after 5 ms idle as real requests are spaced, wall time minus the host profile's predicted compute of both
+#: parts, ~0.02 ms) run 9 times on the development machine (2-core AMD EPYC VM, shared; Python 3.11,
+#: onnxruntime 1.32) on 2026-11-23 13:48-13:53 UTC at load average 0.5-0.9: medians 0.80-1.71 ms, their
+#: median 1.31 ms. It is HTTP framing, wire encode/decode, Python and the ORT ``run`` call of each part, on a
+#: path that has gone cold while the link was busy (back-to-back requests measured 0.56-0.86 ms; the earlier
+#: default of 0.8 ms came from those and predicted fast links 1-2 ms low). Slower devices pay more (a
+#: Raspberry Pi runs the same Python several times slower; not measured here): measure on the target with
+#: ``measure_runtime_costs`` and pass ``--request-overhead-ms`` / ``SplitOptions(request_overhead_ms=...)``.
+DEFAULT_REQUEST_OVERHEAD_MS = 1.3
 
 #: The split runtime's cost per byte of cut tensor beyond the link's bits / bandwidth, as a rate in MB/s
 #: (client wire encode, the HTTP body's copies, server wire decode), charged per crossing tensor as
-#: ``wire bytes / rate``. MEASURED, not fitted: ``planner.runtime_overhead.measure_runtime_costs(repeats=400)``
-#: (real ``edgeplan serve`` + ``SplitClient`` on loopback; a 16-byte-cut and a 256 kB-cut probe bundle run
-#: interleaved; the rate = 262,128 more bytes / the difference of their median wall times minus predicted
-#: compute) run 7 times on the development machine (2-core AMD EPYC VM, shared; Python 3.11, onnxruntime
-#: 1.32) on 2026-11-23 13:32 UTC at load average 1.2-1.4: 859-2881 MB/s (the 256 kB cost 0.09-0.31 ms more
-#: than 16 bytes), median 1011 MB/s. It replaced an assumed 500 MB/s ("a Pi-4-class memcpy with framing"),
-#: which over-charged this machine's runtime. Slower devices pay more: measure on the target with
+#: ``wire bytes / rate``. MEASURED, not fitted: ``planner.runtime_overhead.measure_runtime_costs`` (a
+#: 16-byte-cut and a 256 kB-cut probe bundle run interleaved, 5 ms idle before each request; the rate =
+#: 262,128 more bytes / the difference of their median wall times minus predicted compute), the same 9 runs
+#: as ``DEFAULT_REQUEST_OVERHEAD_MS``: 592-1080 MB/s, median 730 MB/s (back-to-back requests, measured
+#: earlier the same day: 859-2881 MB/s). Slower devices pay more: measure on the target with
 #: ``measure_runtime_costs`` and pass ``--serialise-mb-per-s`` / ``SplitOptions(serialise_mb_per_s=...)``.
-DEFAULT_SERIALISE_MB_PER_S = 1000.0
+DEFAULT_SERIALISE_MB_PER_S = 730.0
 
 
 @dataclass(frozen=True)

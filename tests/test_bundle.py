@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_split import _residual_onnx, _tiers_for  # noqa: E402
+from test_split import _residual_onnx, _synth_options, _tiers_for  # noqa: E402
 
 from edgeplan.hardware_profiles.errors import CheckFailed, InputError  # noqa: E402
 from edgeplan.planner.bundle import BundleManifest, content_hash, load_manifest, verify_bundle, write_bundle  # noqa: E402
@@ -24,7 +24,7 @@ def split_case(tmp_path):
 
     src = _residual_onnx(tmp_path / "res.onnx")
     analysis = analyse(str(src))
-    problem = build_problem(analysis, _tiers_for(analysis), [LinkSpec("l", 10.0, 10.0, 5.0)])
+    problem = build_problem(analysis, _tiers_for(analysis), [LinkSpec("l", 10.0, 10.0, 5.0)], _synth_options())
     names = [nd.name for nd in analysis.nodes]
     plan = evaluate(problem, [0 if n in ("stem", "b0_conv1", "b0_relu1") else 1 for n in names])
     return src, problem, plan
@@ -68,13 +68,13 @@ def test_single_part_bundle_and_wire_fp16(tmp_path):
 
     src = _residual_onnx(tmp_path / "res.onnx")
     analysis = analyse(str(src))
-    problem = build_problem(analysis, _tiers_for(analysis), [LinkSpec("l", 10.0, 10.0, 5.0)])
+    problem = build_problem(analysis, _tiers_for(analysis), [LinkSpec("l", 10.0, 10.0, 5.0)], _synth_options())
     dev_only = evaluate(problem, [0] * problem.n_nodes, name="device-only")
     out = write_bundle(tmp_path / "one", plan=dev_only, source_onnx=src)
     assert (out / "model.onnx").is_file() and not (out / "edge.onnx").exists()
     assert verify_bundle(out).max_abs_error == 0.0
     p16 = build_problem(analysis, _tiers_for(analysis), [LinkSpec("l", 10.0, 10.0, 5.0)],
-                        SplitOptions(wire_dtype="fp16"))
+                        _synth_options(wire_dtype="fp16"))
     plan = solve(p16)
     out2 = write_bundle(tmp_path / "w16", plan=plan, source_onnx=src)
     rep = verify_bundle(out2)

@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_split import _residual_onnx, _tiers_for  # noqa: E402
+from test_split import _residual_onnx, _synth_options, _tiers_for  # noqa: E402
 
 from edgeplan.hardware_profiles.errors import ConfigError, InputError  # noqa: E402
 from edgeplan.planner import wire  # noqa: E402
@@ -52,7 +52,7 @@ def bundles(tmp_path_factory):
                         "cloud": res.tier_profiles[1]}, link=res.link_profiles[0], schedule=res.schedule,
                         tensor_shapes=shapes)
     analysis = analyse(str(src))
-    problem = build_problem(analysis, _tiers_for(analysis), [LinkSpec("l", 10.0, 10.0, 5.0)])
+    problem = build_problem(analysis, _tiers_for(analysis), [LinkSpec("l", 10.0, 10.0, 5.0)], _synth_options())
     sched = network_schedule(problem)
     assert len(sched.segments) == 2 and sched.segments[0].nodes_on_device == problem.n_nodes
     adaptive = write_bundle(d / "adaptive", plan=solve(problem), source_onnx=src, schedule=sched,
