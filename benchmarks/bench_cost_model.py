@@ -263,10 +263,10 @@ def to_markdown(rows: list[Row], meta: dict, summary: dict) -> str:
         f"({meta['min_time_s']} s of runs per round; "
         f"{'clock: the inference thread CPU time, which with 1 thread is the latency on an idle machine' if meta['threads'] == 1 else 'clock: wall time'}"
         "). Load average at the end: "
-        f"{', '.join(f'{x:.2f}' for x in meta['load_average']) if meta['load_average'] else 'n/a'} on 2 cores: "
-        "the machine is shared with other jobs (2 vCPUs, load 6-17 during these runs), so measured latencies "
-        "carry noise of their own: the same model measured in two runs of this benchmark differed by up to 30 % "
-        "(cache and memory-bandwidth contention is not removed by using CPU time).",
+        f"{', '.join(f'{x:.2f}' for x in meta['load_average']) if meta['load_average'] else 'n/a'} "
+        f"({os.cpu_count()} CPUs). Rounds are interleaved across all variants (`planner.calibrate.time_models_ms`); "
+        "cache and memory-bandwidth contention from other jobs is not removed by using CPU time, so compare "
+        "repeated runs before reading single-digit differences.",
         "",
         "| model | variant | measured ms | predicted ms | error |",
         "|---|---|---:|---:|---:|",
