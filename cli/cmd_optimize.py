@@ -117,7 +117,12 @@ def register(app: typer.Typer) -> None:
                     f"measured ms: ONNX Runtime on this machine.[/dim]")
         out_c.print(f"baseline: accuracy {result.baseline['accuracy']:.2f}, predicted {result.baseline['predicted_latency_ms']:.2f} ms")
         if result.rejected:
-            out_c.print(f"[yellow]{len(result.rejected)} candidate(s) rejected (slower than the baseline); see report.md[/yellow]")
+            out_c.print(f"[yellow]{len(result.rejected)} candidate(s) rejected (predicted slower than the baseline on "
+                        f"the target); see report.md[/yellow]")
+        slower = [p for p in result.front if (p.get("measured") or {}).get("speedup", 1.0) < 1.0]
+        if slower:
+            out_c.print(f"[yellow]{len(slower)} plan(s) on the front measured SLOWER than the baseline on this machine "
+                        f"(pareto {', '.join(str(p['rank']) for p in slower)}); see report.md[/yellow]")
         if result.interrupted:
             out_c.print("[yellow]interrupted: finished trials kept; re-run the same command to resume[/yellow]")
         out_c.print(f"wrote {result.out_dir}/report.md, pareto.json, pareto.png, pareto.html and {len(result.bundles)} bundle(s)")

@@ -69,11 +69,17 @@ def _fmt(v: Any, nd: int = 2) -> str:
     return str(v)
 
 
-def _recipe_text(recipe: dict[str, Any]) -> str:
+def _recipe_text(recipe: dict[str, Any], summary: dict[str, Any] | None = None) -> str:
+    """The recipe as asked for; with the candidate's ``summary``, a pruning step that removed nothing (every
+    group skipped, or the ratio rounded to zero channels) says so instead of claiming a ratio."""
     parts = []
     r = recipe.get("prune", {}).get("ratio", 0.0)
     if r > 0:
-        parts.append(f"prune {r:.2f}" + (f"/{recipe['prune'].get('round_to')}" if recipe["prune"].get("round_to") else ""))
+        text = f"prune {r:.2f}" + (f"/{recipe['prune'].get('round_to')}" if recipe["prune"].get("round_to") else "")
+        done = (summary or {}).get("prune") or {}
+        if done and done.get("params_after") == done.get("params_before"):
+            text += " (nothing pruned)"
+        parts.append(text)
     e = recipe.get("distill", {}).get("epochs", 0)
     if e:
         parts.append(f"KD {e} ep")
@@ -117,7 +123,7 @@ def write_outputs(study: Any, ev: Any, settings: SearchSettings, out: Path, *, i
                 for c in cands.values() if c["summary"].get("rejected")]
     for i, p in enumerate(front):
         p["rank"] = i
-        p["recipe_text"] = _recipe_text(p["recipe"])
+        p["recipe_text"] = _recipe_text(p["recipe"], cands[p["recipe_hash"]]["summary"])
         p["evaluation"] = cands[p["recipe_hash"]]["summary"].get("evaluation")
         p["measured"] = cands[p["recipe_hash"]]["summary"].get("measured")
     provenance = (f"latency/energy/cost predicted from profiles {settings.target}"

@@ -109,3 +109,14 @@ def test_optimize_bad_input(tmp_path, capsys):
     assert main(["optimize", FACTORY, "--target", "pi4", "--worker", "--out", str(tmp_path)]) == 2
     assert main(["optimize", FACTORY, "--target", "pi4", "--request-overhead-ms", "-1", "--out", str(tmp_path)]) == 2
     assert main(["optimize", FACTORY, "--target", "pi4", "--serialise-mb-per-s", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_recipe_text_says_when_pruning_removed_nothing():
+    from edgeplan.planner.search_output import _recipe_text
+
+    recipe = {"prune": {"ratio": 0.78, "round_to": 16}, "distill": {"epochs": 2}, "quantize": {"mode": "int8"}}
+    assert _recipe_text(recipe) == "prune 0.78/16 + KD 2 ep + int8"
+    same = {"prune": {"params_before": 40394, "params_after": 40394, "skipped_groups": 1}}
+    assert _recipe_text(recipe, same) == "prune 0.78/16 (nothing pruned) + KD 2 ep + int8"
+    fewer = {"prune": {"params_before": 40394, "params_after": 10346, "skipped_groups": 0}}
+    assert _recipe_text(recipe, fewer) == "prune 0.78/16 + KD 2 ep + int8"
