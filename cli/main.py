@@ -77,13 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 0
     except Exception as e:  # noqa: BLE001 - this is the one place errors become exit codes
-        import click
+        # Typer >= 0.2x raises its own (vendored) click exceptions, subclasses of typer.TyperException, e.g.
+        # BadParameter for an option's min=, and does not install click; older Typer raises click's own.
+        try:
+            import click
 
-        # Typer >= 0.2x raises its own (vendored) click exceptions, e.g. BadParameter for an option's min=
-        if isinstance(e, (click.exceptions.Abort, typer.Abort)):
+            click_abort, click_error = (click.exceptions.Abort,), (click.ClickException,)
+        except ImportError:
+            click_abort, click_error = (), ()
+        if isinstance(e, (*click_abort, typer.Abort)):
             print("edgeplan: aborted", file=sys.stderr)
             code = 130
-        elif isinstance(e, click.ClickException) or (isinstance(e, typer.TyperException) and hasattr(e, "show")):
+        elif isinstance(e, click_error) or (isinstance(e, typer.TyperException) and hasattr(e, "show")):
             e.show()
             code = 2
         else:

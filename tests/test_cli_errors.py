@@ -57,3 +57,16 @@ def test_help_lists_commands_with_examples(capsys):
     code = main(["--help"])
     out = capsys.readouterr().out
     assert code == 0 and "measure" in out and "Examples" in out
+
+
+def test_usage_errors_exit_2_without_click_installed(monkeypatch, capsys):
+    """Typer >= 0.2x vendors click and a plain `pip install edgeplan` has no click: usage errors must
+    still exit 2 with click-style usage text, not crash importing click."""
+    import sys
+
+    from edgeplan.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "click", None)  # `import click` now raises ImportError
+    assert main(["predict", "model.onnx", "--batch", "0"]) == 2
+    assert "--batch" in capsys.readouterr().err
+    assert main(["prune", "model.onnx", "--no-such-option"]) == 2
