@@ -69,7 +69,7 @@ __all__ = [
 COUNTED_WITH = "torch-pruning 1.6.1 tp.utils.count_ops_and_params (multiply-accumulates and parameters, model input shape)"
 _MAX_ATTEMPTS = 24  # each failed group costs one attempt (a fresh copy and a new dependency graph)
 _HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads", "nhead", "n_head", "heads")
-SkipKind = Literal["output", "attention", "user", "override", "failed"]
+SkipKind = Literal["output", "attention", "user", "override", "failed", "round_to"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -122,6 +122,37 @@ class PruneResult:
 
 # ---------------------------------------------------------------------------------------------------
 # Model inspection helpers
+
+
+def _clamp_round_to(ratios: dict[str, tuple[float, str]], prunable: dict[str, Any], auto: dict[str, str],
+                    config: Any, skipped: list) -> None:
+    """Keep ``round_to`` from pruning a layer to nothing.
+
+    torch-pruning rounds the channels a layer *keeps* down to a multiple of ``round_to``; when
+    ``C x (1 - ratio) < round_to`` that is 0, and torch-pruning then skips the layer silently (measured:
+    digits-cnn, 16/32/64 channels, ratio 0.78 with round_to 16 pruned nothing, while 0.7 pruned). So such a
+    layer keeps ``round_to`` channels instead (its ratio becomes ``1 - round_to / C``), and a layer with at
+    most ``round_to`` channels is left unpruned and reported. Global pruning ranks across layers and is
+    left alone.
+    """
+    k = int(config.round_to or 1)
+    if k <= 1 or config.global_pruning:
+        return
+    too_small: list[str] = []
+    for n, (r, src) in list(ratios.items()):
+        if n in auto or src == "ignored" or r <= 0:
+            continue
+        c = _channels(prunable[n])[0]
+        if c * (1.0 - r) >= k:
+            continue
+        if c > k:
+            ratios[n] = (1.0 - k / c, f"{src}, clamped to keep round_to={k} channels")
+        else:
+            ratios[n] = (0.0, src)
+            too_small.append(n)
+    if too_small:
+        skipped.append(SkippedGroup(tuple(too_small), "round_to",
+                                    f"{k} or fewer output channels: round_to={k} leaves nothing to prune"))
 
 
 def _prunable_types():
@@ -439,6 +470,8 @@ def prune_module(
             skipped.append(SkippedGroup((n,), "user", "ignored as requested"))
         elif r <= 0:
             skipped.append(SkippedGroup((n,), "override", f"ratio 0 from override {src}"))
+
+    _clamp_round_to(ratios, prunable, auto, config, skipped)
 
     macs_before, params_before = _count(base, ex)
     taylor_xy = _taylor_batches(data, ex, config.taylor_samples) if config.importance == "taylor" else None

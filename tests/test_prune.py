@@ -154,6 +154,23 @@ def test_round_to_8_gives_multiples_of_8():
     assert _layers(r)["features.3"].out_after in (40, 32)
 
 
+def test_round_to_never_prunes_a_layer_to_nothing():
+    """torch-pruning rounds the kept channels *down* to round_to: at ratio 0.8 with round_to 16 a 32- or
+    64-channel layer would keep 0 and be skipped silently (digits-cnn pruned nothing). They keep 16."""
+    r = prune_module(small_cnn(), _x(), PruneConfig(ratio=0.8, round_to=16))
+    lay = _layers(r)
+    assert r.params_after < 0.5 * r.params_before
+    for name in ("features.0", "features.3", "features.6", "head_conv"):
+        assert lay[name].out_after == 16, lay[name]
+    torch.manual_seed(0)
+    narrow = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 32, 3, padding=1), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    r = prune_module(narrow, _x(), PruneConfig(ratio=0.5, round_to=8))
+    assert _layers(r)["0"].out_after == 8  # 8 channels: nothing to prune at round_to 8, and it says so
+    assert any(s.kind == "round_to" and "0" in s.layers for s in r.skipped)
+    assert _layers(r)["2"].out_after == 16
+
+
 def test_classifier_is_never_pruned():
     r = prune_module(small_cnn(), _x(), PruneConfig(ratio=0.8, global_pruning=True))
     fc = _layers(r)["fc"]
