@@ -124,8 +124,8 @@ def runtime_graph(model: Any, original: "GraphAnalysis", *, path: str | None = N
     carrier: list[int] = []
     for n in ra.nodes:
         heads = [producer[t] for t in n.outputs if t in producer]
-        if not heads:  # a tensor ORT made up: charge the node that produces (or reads) its first known input
-            ins = [producer[t] for t in n.inputs if t in producer]
+        if not heads:  # only tensors ORT made up: charge the producer of its last input the original graph
+            ins = [producer[t] for t in n.inputs if t in producer]  # knows (else the first node)
             heads = ins[-1:] if ins else [0] if original.nodes else []
         group: set[int] = set()
         stack = list(heads)
