@@ -102,11 +102,18 @@ def _overhead_key(settings: SearchSettings) -> list:
     return [f"{k}={v:g}" for k, v in given if v is not None]
 
 
-def _default_study_name(settings: SearchSettings, model_sha: str) -> str:
+def settings_key(settings: SearchSettings, model_sha: str) -> str:
+    """12 hex digits identifying everything that prices and judges a candidate (model, target, cloud, link,
+    data, objectives, constraints, runtime costs): the default study name, and the name of a candidate's
+    cached result, so a study with other settings in the same folder never reuses another's prices."""
     key = json.dumps([model_sha, settings.target, settings.cloud, settings.link, settings.data,
                       list(settings.objectives), [str(c) for c in settings.constraints]]
                      + _overhead_key(settings))
-    return "edgeplan-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _default_study_name(settings: SearchSettings, model_sha: str) -> str:
+    return "edgeplan-" + settings_key(settings, model_sha)
 
 
 def make_storage(url: str):
@@ -246,5 +253,5 @@ def run_search(
     return write_outputs(study, ev, settings, out, interrupted=interrupted, elapsed_s=time.time() - t_start, log=say)
 
 
-__all__ = ["SearchProgress", "SearchResult", "recipe_hash", "run_search", "suggest_recipe",
+__all__ = ["SearchProgress", "SearchResult", "recipe_hash", "run_search", "settings_key", "suggest_recipe",
            "make_storage"]

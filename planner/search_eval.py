@@ -154,11 +154,12 @@ class Evaluator:
     def evaluate(self, recipe: dict[str, dict[str, Any]]) -> dict[str, Any]:
         from edgeplan.compressor.evaluate import run_onnx
         from edgeplan.compressor.passes import is_identity
-        from edgeplan.planner.search import recipe_hash
+        from edgeplan.planner.search import recipe_hash, settings_key
 
         h = recipe_hash(recipe)
         cdir = self.out / "candidates" / h
-        cached = cdir / "result.json"
+        # the compressed model depends on the recipe alone; its prices and checks on the search's settings
+        cached = cdir / f"result-{settings_key(self.settings, self.model_sha256)}.json"
         if cached.exists():
             return json.loads(cached.read_text())
         cdir.mkdir(parents=True, exist_ok=True)

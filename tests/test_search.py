@@ -84,6 +84,18 @@ def test_optimize_runs_resumes_and_writes_outputs(tmp_path, data_file):
     r2 = run_search(s.model_copy(update={"trials": 5}))
     assert r2.trials_complete == 5
     assert len(list((out / "candidates").iterdir())) >= n_cands
+    # a cached result belongs to the settings that priced it: another target in the same folder re-prices
+    from edgeplan.planner.search import settings_key
+    from edgeplan.planner.search_eval import Evaluator
+
+    s5 = s.model_copy(update={"target": "pi5", "trials": 1})
+    assert settings_key(s5, "x") != settings_key(s, "x")
+    ev = Evaluator(s5, out)
+    recipe = json.loads((out / "pareto.json").read_text())["plans"][0]["recipe"]
+    res5 = ev.evaluate(recipe)
+    files = sorted(f.name for f in (out / "candidates" / res5["recipe_hash"]).glob("result-*.json"))
+    assert f"result-{settings_key(s5, ev.model_sha256)}.json" in files and len(files) == 2
+    assert all(p["metrics"]["latency_ms"] > 0 for p in res5["plans"])
 
 
 def test_optimize_cli_with_cloud_and_constraint(tmp_path, capsys):
