@@ -123,14 +123,27 @@ def make_storage(url: str):
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, heartbeat_interval=5, grace_period=15,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-                              engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None)
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
-        raise InputError(f"cannot open study storage {url.split('@')[-1]}: {str(e).splitlines()[0][:160]}") from None
+    import random
+    import time
+
+    # Workers started together against a fresh database race to create Optuna's tables; the loser gets a
+    # unique-violation / "already exists" error (seen in CI: two workers, new PostgreSQL). The schema is there
+    # a moment later, so such errors are retried a few times with a short random back-off.
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=5, grace_period=15,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                                  engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
+            text = str(e)
+            racing = any(k in text for k in ("duplicate key", "already exists", "UniqueViolation", "IntegrityError"))
+            if racing and attempt < 5:
+                time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
+                continue
+            raise InputError(f"cannot open study storage {url.split('@')[-1]}: {text.splitlines()[0][:160]}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _sampler(settings: SearchSettings):
