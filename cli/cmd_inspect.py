@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         shapes = {spec.name: tuple(spec.shape) for spec in mo.loaded.inputs}
         if batch is not None:
             shapes = {k: (batch, *v[1:]) for k, v in shapes.items()}
-        analysis = analyse(mo.onnx_path, input_shapes=shapes)
+        analysis = analyse(mo.onnx_path, input_shapes=shapes, runtime=False)  # counts only: no ORT session
         source = {
             "model": str(model),
             "format": mo.loaded.format,

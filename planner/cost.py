@@ -328,21 +328,21 @@ def _price_nodes(analysis: GraphAnalysis, profile: HardwareProfile, scale: float
     return costs
 
 
+def _nc_shape(analysis: GraphAnalysis, names: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Shape of the first of ``names`` when it is [N, C, H, ...] with C > 0, else None."""
+    t = analysis.tensors.get(names[0]) if names else None
+    return tuple(int(d) for d in t.shape) if t is not None and len(t.shape) >= 3 and t.shape[1] > 0 else None
+
+
 def _output_rows(analysis: GraphAnalysis, n: Any, block: int) -> int:
     """N x ceil(C / block) x H of a node's first output [N, C, H, (W)] (1 for other ranks)."""
-    t = analysis.tensors.get(n.outputs[0]) if n.outputs else None
-    if t is None or len(t.shape) < 3:
-        return 1
-    return int(t.shape[0]) * -(-int(t.shape[1]) // block) * int(t.shape[2])
+    s = _nc_shape(analysis, n.outputs)
+    return 1 if s is None else s[0] * -(-s[1] // block) * s[2]
 
 
 def _channel_padding(analysis: GraphAnalysis, n: Any, block: int) -> float:
     """FLOP multiplier of a conv whose input and output channels are rounded up to ``block`` (NCHWc)."""
-    def channels(names: tuple[str, ...]) -> int | None:
-        t = analysis.tensors.get(names[0]) if names else None
-        return int(t.shape[1]) if t is not None and len(t.shape) >= 3 and t.shape[1] > 0 else None
-
-    cin, cout = channels(n.inputs), channels(n.outputs)
+    cin, cout = ((s[1] if s else None) for s in (_nc_shape(analysis, n.inputs), _nc_shape(analysis, n.outputs)))
     f = 1.0
     # ORT's NCHWc conv reads an input with fewer channels than a block (the 3-channel stem) unpadded, in NCHW
     for c in ((cout,) if n.op_class == "dwconv" or (cin or 0) < block else (cin, cout)):

@@ -758,13 +758,11 @@ def _compute_dtype(n: Any, tensors, const_info, value_infos, producer, consumers
                    qdq_as_int8: bool = True) -> str:
     if n.op_type in graph_ops.INT8_OPS:
         return "int8"
-    if not qdq_as_int8:
-        dtypes = [_dtype_of(i, tensors, const_info, value_infos) for i in (act_in or [i for i in n.input if i])]
-        return "fp16" if any(d in _FLOAT16 for d in dtypes) else "fp32" if any(d in _FLOAT32 for d in dtypes) else (
-            "int8" if any(d in _INT8 for d in dtypes) else "fp32")
     in_names = [i for i in n.input if i]
     dq_fed = [i for i in in_names if i in producer and producer[i].op_type == "DequantizeLinear"]
-    if n.op_type in _QDQ_COMPUTE:
+    if not qdq_as_int8:
+        pass  # ORT's optimised graph: only integer kernels are int8, a DequantizeLinear-fed op runs in float
+    elif n.op_type in _QDQ_COMPUTE:
         data_in = in_names[:2]  # activation and weight (the bias may stay float or int32-DQ)
         if len(data_in) == 2 and all(i in dq_fed for i in data_in):
             return "int8"

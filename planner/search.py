@@ -98,8 +98,7 @@ def suggest_recipe(trial: Any, has_data: bool) -> dict[str, dict[str, Any]]:
 def _overhead_key(settings: SearchSettings) -> list:
     """A non-default request overhead or serialise rate prices plans differently: part of the study's identity
     (a default adds nothing, so studies made before the settings existed still resume)."""
-    given = (("request_overhead_ms", settings.request_overhead_ms), ("serialise_mb_per_s", settings.serialise_mb_per_s))
-    return [f"{k}={v:g}" for k, v in given if v is not None]
+    return [f"{k}={v:g}" for k, v in settings.given_runtime_costs().items()]
 
 
 def settings_key(settings: SearchSettings, model_sha: str) -> str:

@@ -78,6 +78,11 @@ class SearchSettings(BaseModel):
     # the split runtime's cost per cut byte, as a rate (None: split.DEFAULT_SERIALISE_MB_PER_S)
     serialise_mb_per_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 
+    def given_runtime_costs(self) -> dict[str, float]:
+        """The split runtime costs the user gave, as ``SplitOptions`` keyword arguments (defaults omitted)."""
+        pairs = (("request_overhead_ms", self.request_overhead_ms), ("serialise_mb_per_s", self.serialise_mb_per_s))
+        return {k: v for k, v in pairs if v is not None}
+
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, v: tuple[str, ...]) -> tuple[str, ...]:

@@ -136,9 +136,7 @@ class Evaluator:
         tiers = [self.target] + ([self.cloud] if self.cloud else [])
         specs = [tier_from_prediction(p, predict(analysis, p)) for p in tiers]
         links = [link_from_profile(self.link)] if self.cloud else []
-        given = {k: v for k, v in (("request_overhead_ms", self.settings.request_overhead_ms),
-                                   ("serialise_mb_per_s", self.settings.serialise_mb_per_s)) if v is not None}
-        problem = build_problem(analysis, specs, links, SplitOptions(**given))
+        problem = build_problem(analysis, specs, links, SplitOptions(**self.settings.given_runtime_costs()))
         objectives = [o for o in ("latency", "energy", "cost") if o in self.settings.objectives] or ["latency"]
         plans: dict[tuple, Any] = {}
         schedule = None
