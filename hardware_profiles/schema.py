@@ -44,6 +44,14 @@ Design decisions a later engineer needs:
   16 (AVX-512) channels, so an fp32 conv with 12 input or output channels costs what one with 16 does, and
   the 3-channel stem conv of an image model costs what an 8-channel one does. The cost model prices fp32
   conv/dwconv FLOPs with input and output channels rounded up to this block (1 = no blocking: Arm, GPUs).
+- **Filter sets.** MLAS computes an NCHWc conv ``conv_filter_set_blocks`` (4) output-channel blocks per
+  pass, re-using each input load for all of them; a conv whose last set is short (8, 16 or 24 output
+  channels; 40 = one full set + one block) loads inputs for fewer FMAs. ``partial_filter_set[kind]``
+  (``kxk`` or ``pointwise``) is the fitted extra share of a missing block: the compute time is multiplied
+  by ``1 + penalty x (blocks of all sets, full size / real blocks - 1)`` (measured here: a 3x3 conv with
+  8 output channels runs at about half the rate of one with 32). ``pointwise_output_ns`` is a cost per
+  output element of an fp32 1x1 conv: with few input channels (a 16 -> 256 expansion) each output does
+  little work per load/store and the kernel runs at half its FLOP rate or less.
 """
 
 from __future__ import annotations
@@ -119,6 +127,11 @@ class HardwareProfile(BaseModel):
     fusable_op_types: tuple[str, ...] = ()
     fusion_source: Literal["rules", "onnxruntime"] = "rules"
     conv_channel_block: int = Field(default=1, ge=1, description="fp32 conv channels are padded to a multiple of this")
+    conv_filter_set_blocks: int = Field(default=1, ge=1, description="channel blocks an NCHWc conv computes per pass")
+    partial_filter_set: dict[Literal["kxk", "pointwise"], float] = Field(
+        default_factory=dict, description="extra compute share per missing block of a short filter set"
+    )
+    pointwise_output_ns: float = Field(default=0.0, ge=0, description="cost per output element of an fp32 1x1 conv, ns")
     active_power_w: float = Field(gt=0)
     idle_power_w: float = Field(ge=0)
     price_usd_per_hour: float | None = Field(default=None, gt=0)
@@ -137,7 +150,7 @@ class HardwareProfile(BaseModel):
             for k, v in getattr(self, table_name).items():
                 if not v > 0:
                     raise ValueError(f"{table_name}.{k} must be > 0, got {v}")
-        for table_name in ("class_overhead_us", "row_overhead_ns"):
+        for table_name in ("class_overhead_us", "row_overhead_ns", "partial_filter_set"):
             for k, v in getattr(self, table_name).items():
                 if v < 0:
                     raise ValueError(f"{table_name}.{k} must be >= 0, got {v}")
@@ -177,6 +190,12 @@ class HardwareProfile(BaseModel):
             names.append("int8_output_ns")
         if self.conv_channel_block != 1:
             names.append("conv_channel_block")
+        if self.conv_filter_set_blocks != 1:
+            names.append("conv_filter_set_blocks")
+        if self.partial_filter_set:
+            names.append("partial_filter_set")
+        if self.pointwise_output_ns:
+            names.append("pointwise_output_ns")
         if self.price_usd_per_hour is not None:
             names.append("price_usd_per_hour")
         return names

@@ -46,6 +46,7 @@ traffic.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,24 +296,31 @@ def _price_nodes(analysis: GraphAnalysis, profile: HardwareProfile, scale: float
     block = profile.conv_channel_block
     row_ovh = profile.row_overhead_ns
     q8_ns = profile.int8_output_ns
+    nhwc = _nhwc_int8_pools(analysis) if profile.fusion_source == "onnxruntime" else frozenset()
     costs: list[NodeCost] = []
-    for n, flag in zip(analysis.nodes, flags):
+    for i, (n, flag) in enumerate(zip(analysis.nodes, flags)):
         if flag in ("folded", "fused"):
             costs.append(NodeCost(0.0, 0.0, 0.0, flag))
             continue
         if flag == "view":
             costs.append(NodeCost(ovh_s * 1e3, 0.0, 0.0, "view"))
             continue
-        peak = profile.peak_for(n.compute_dtype) * 1e9
-        eff = profile.efficiency_for(n.op_class, n.compute_dtype)
+        dtype = "fp32" if i in nhwc else n.compute_dtype  # MLAS NhwcMaxPool runs at the float pooling rate
+        peak = profile.peak_for(dtype) * 1e9
+        eff = profile.efficiency_for(n.op_class, dtype)
         flops = n.flops
+        extra_s = 0.0
         if block > 1 and n.compute_dtype == "fp32" and n.op_class in ("conv", "dwconv"):
             flops *= _channel_padding(analysis, n, block)
+            if n.op_class == "conv":
+                mult, extra_s = _filter_set_terms(analysis, n, profile)
+                flops *= mult
+                extra_s *= scale
         compute_s = flops * scale / (peak * eff)
         moved = n.param_bytes + (n.input_bytes + n.output_bytes) * scale
         memory_s = moved / (bw * profile.memory_efficiency_for(n.op_class))
         roof = max(compute_s, memory_s)
-        node_ovh_s = ovh_s + class_ovh.get(n.op_class, 0.0) * 1e-6
+        node_ovh_s = ovh_s + class_ovh.get(n.op_class, 0.0) * 1e-6 + extra_s
         if n.compute_dtype == "int8" and q8_ns and n.op_class in _COMPUTE_CLASSES:
             node_ovh_s += q8_ns * 1e-9 * (n.output_bytes * scale)  # uint8/int8 outputs: 1 byte per element
         row_ns = row_ovh.get(n.op_class) if n.compute_dtype == "fp32" else None  # NCHWc kernels are fp32 only
@@ -326,6 +334,40 @@ def _price_nodes(analysis: GraphAnalysis, profile: HardwareProfile, scale: float
             bound = "overhead" if node_ovh_s > roof else ("compute" if compute_s >= memory_s else "memory")
         costs.append(NodeCost(t * 1e3, compute_s * 1e3, memory_s * 1e3, bound))
     return costs
+
+
+_NHWC_INT8_POOLS = frozenset({"MaxPool", "QLinearAveragePool", "QLinearGlobalAveragePool"})
+
+
+def _nhwc_int8_pools(analysis: GraphAnalysis) -> frozenset[int]:
+    """Indices of 8-bit pooling nodes that ORT runs channels-last (in ORT's optimised graph).
+
+    At ORT_ENABLE_ALL, ORT's NHWC transformer runs QLinearConv channels-last, pushes the layout through
+    8-bit element-wise ops (QLinearAdd ...) and runs an 8-bit MaxPool / QLinear(Global)AveragePool in that
+    region with MLAS's NHWC kernels, at about the float pooling rate. The same pool elsewhere runs ORT's
+    generic NCHW loop (measured here: an 8-bit MaxPool of 32 x 64 x 64, 3x3 stride 2, 917 us against 62 us
+    in float), which is what the fitted int8 pool efficiency describes. Pricing every 8-bit pool like the slow
+    one put 0.52 ms (28 %) of a 1.6 ms int8 ResNet on its one MaxPool.
+    """
+    nodes = analysis.nodes
+    if not any(n.op_type in _NHWC_INT8_POOLS and n.compute_dtype == "int8" for n in nodes):
+        return frozenset()
+    producer = {t: i for i, n in enumerate(nodes) for t in n.outputs}
+    region: set[int] = set()
+    pools: set[int] = set()
+    for i, n in enumerate(nodes):  # execution order, so a node's producer is classified before it
+        if n.compute_dtype != "int8":
+            continue
+        p = producer.get(n.inputs[0]) if n.inputs else None
+        fed = p is not None and p in region
+        if n.op_type == "QLinearConv":
+            region.add(i)
+        elif fed and n.op_type in _NHWC_INT8_POOLS:
+            region.add(i)
+            pools.add(i)
+        elif fed and n.op_class == "elementwise":
+            region.add(i)
+    return frozenset(pools)
 
 
 def _nc_shape(analysis: GraphAnalysis, names: tuple[str, ...]) -> tuple[int, ...] | None:
@@ -349,6 +391,25 @@ def _channel_padding(analysis: GraphAnalysis, n: Any, block: int) -> float:
         if c:
             f *= (-(-c // block) * block) / c
     return f
+
+
+def _filter_set_terms(analysis: GraphAnalysis, n: Any, profile: HardwareProfile) -> tuple[float, float]:
+    """(compute multiplier, extra seconds before batch scaling) of an fp32 NCHWc conv: short filter sets and the
+    per-output cost of 1x1 convs (see ``HardwareProfile.partial_filter_set``)."""
+    cin_s, out_s = _nc_shape(analysis, n.inputs), _nc_shape(analysis, n.outputs)
+    if cin_s is None or out_s is None:
+        return 1.0, 0.0
+    out_elems = math.prod(out_s)
+    # MACs per output element / input channels = kernel area (group 1: ``conv`` excludes depthwise)
+    pointwise = n.macs <= out_elems * cin_s[1]
+    mult = 1.0
+    penalty = profile.partial_filter_set.get("pointwise" if pointwise else "kxk", 0.0)
+    s = profile.conv_filter_set_blocks
+    if penalty and s > 1:
+        blocks = -(-out_s[1] // profile.conv_channel_block)
+        mult += penalty * (s * -(-blocks // s) / blocks - 1.0)
+    extra_s = profile.pointwise_output_ns * 1e-9 * out_elems if pointwise else 0.0
+    return mult, extra_s
 
 
 def prediction_to_dict(pred: Prediction, analysis: GraphAnalysis, top: int | None = None) -> dict[str, Any]:

@@ -207,6 +207,61 @@ def test_predict_on_an_analysed_onnx_model(tiny_onnx):
     assert 0 < p.latency_ms < 100 and p.peak_memory_bytes >= a.total_param_bytes
 
 
+def _single_conv_analysis(cin, cout, h, k):
+    import numpy as np
+
+    from edgeplan.planner.calibrate import _single_conv
+    from edgeplan.planner.graph import analyse
+
+    return analyse(_single_conv(cin, cout, h, k, 1, np.random.default_rng(0)), runtime=False)
+
+
+def test_nchwc_conv_terms_short_filter_sets_and_pointwise_outputs():
+    host = load_profile("host")
+    base = host.model_copy(update={"conv_channel_block": 8, "conv_filter_set_blocks": 4, "partial_filter_set": {},
+                                   "pointwise_output_ns": 0.0, "fusion_source": "rules"})
+    terms = base.model_copy(update={"partial_filter_set": {"kxk": 0.5, "pointwise": 0.25}, "pointwise_output_ns": 2.0})
+
+    def conv_cost(a, prof):
+        return next(c for n, c in zip(a.nodes, predict(a, prof).node_costs) if n.op_type == "Conv")
+
+    # 3x3 convs: 8 channels use 1 of a set of 4 blocks, 40 use 5 of 8 slots (one full set + a short one), 32 fill one set
+    for cout, slots_per_block in ((8, 4.0), (40, 8 / 5), (32, 1.0)):
+        a = _single_conv_analysis(32, cout, 14, 3)
+        ratio = conv_cost(a, terms).compute_ms / conv_cost(a, base).compute_ms
+        assert ratio == pytest.approx(1 + 0.5 * (slots_per_block - 1))
+    # 1x1 conv: its own penalty, plus 2 ns per output element (16 x 8 x 8 outputs)
+    a = _single_conv_analysis(64, 16, 8, 1)
+    with_terms, without = conv_cost(a, terms), conv_cost(a, base)
+    assert with_terms.compute_ms / without.compute_ms == pytest.approx(1 + 0.25 * (4 / 2 - 1))
+    extra_ms = (with_terms.latency_ms - with_terms.compute_ms) - (without.latency_ms - without.compute_ms)
+    assert extra_ms == pytest.approx(2.0e-6 * 16 * 8 * 8)
+    # channel blocking off (Arm, GPUs): the terms do not apply
+    off = terms.model_copy(update={"conv_channel_block": 1})
+    a = _single_conv_analysis(32, 8, 14, 3)
+    assert conv_cost(a, off).latency_ms == pytest.approx(conv_cost(a, base.model_copy(update={"conv_channel_block": 1})).latency_ms)
+
+
+def test_int8_pools_in_ort_nhwc_region_are_priced_at_the_float_pool_rate():
+    from edgeplan.planner.cost import _nhwc_int8_pools
+
+    tensors = [_t(n, 4096) for n in ("x", "q", "c", "p", "a", "g", "p2")]
+    nodes = [
+        _node("quant", "QuantizeLinear", "quant", ["x"], ["q"], flops=4096, in_b=16384, out_b=4096),
+        _node("slowpool", "MaxPool", "pool", ["q"], ["p2"], flops=36864, in_b=4096, out_b=4096, dtype="int8"),
+        _node("conv", "QLinearConv", "conv", ["q"], ["c"], flops=1_000_000, in_b=4096, out_b=4096, dtype="int8"),
+        _node("pool", "MaxPool", "pool", ["c"], ["p"], flops=36864, in_b=4096, out_b=4096, dtype="int8"),
+        _node("add", "QLinearAdd", "elementwise", ["p", "p"], ["a"], flops=4096, in_b=8192, out_b=4096, dtype="int8"),
+        _node("gap", "QLinearGlobalAveragePool", "pool", ["a"], ["g"], flops=4096, in_b=4096, out_b=64, dtype="int8"),
+    ]
+    a = _analysis(nodes, tensors, outputs=("g", "p2"))
+    assert _nhwc_int8_pools(a) == {3, 5}  # after the QLinearConv (through QLinearAdd), not the one on the input
+    host = load_profile("host").model_copy(update={"fusion_source": "onnxruntime"})
+    costs = predict(a, host).node_costs
+    assert costs[1].compute_ms / costs[3].compute_ms == pytest.approx(
+        host.peak_for("fp32") * host.efficiency_for("pool", "fp32") / (host.peak_for("int8") * host.efficiency_for("pool", "int8")))
+
+
 def test_cli_predict_json_and_bad_target(tiny_onnx, capsys):
     from edgeplan.cli.main import main
 

@@ -98,6 +98,15 @@ def test_malformed_profile_names_the_field(tmp_path):
     with pytest.raises(ProfileError, match=r"provenance is missing for: memory_bytes"):
         load_profile(str(_write(tmp_path, data)))
 
+    data = _pi4_dict()  # a fitted conv-shape term needs its provenance, and cannot be negative
+    data["partial_filter_set"] = {"kxk": 0.3}
+    with pytest.raises(ProfileError, match=r"provenance is missing for: partial_filter_set"):
+        load_profile(str(_write(tmp_path, data)))
+    data["provenance"]["partial_filter_set"] = {"kind": "fitted", "source": "a test"}
+    data["partial_filter_set"] = {"kxk": -0.3}
+    with pytest.raises(ProfileError, match=r"partial_filter_set\.kxk"):
+        load_profile(str(_write(tmp_path, data)))
+
     data = _pi4_dict()
     data["surprise"] = 1
     with pytest.raises(ProfileError, match=r"surprise"):
