@@ -56,8 +56,8 @@ from edgeplan.hardware_profiles.registry import profile_from_toml, profile_to_to
 from edgeplan.hardware_profiles.schema import OP_CLASSES, HardwareProfile, Provenance
 
 __all__ = [
-    "CalibrationPoint", "CalibrationResult", "calibrate", "fit_profile", "micro_benchmarks", "time_model_ms",
-    "time_models_ms",
+    "CalibrationPoint", "CalibrationResult", "calibrate", "copy_bandwidth_gbps", "fit_profile", "micro_benchmarks",
+    "time_model_ms", "time_models_ms",
 ]
 
 ORT_CPU_FUSABLE = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "BatchNormalization", "Add",
@@ -453,7 +453,8 @@ def _quantize(src: Path, dst: Path, shape: tuple[int, ...]) -> None:
     quantize_static_qdq(pre, dst, feeds, per_channel=True)
 
 
-def _memory_bandwidth_gbps(quick: bool) -> float:
+def copy_bandwidth_gbps(quick: bool = False) -> float:
+    """GB/s of a 64 MiB (16 MiB with ``quick``) float32 copy, 2 x bytes / best thread CPU time of 7 (3)."""
     n = (16 if quick else 64) * 1024 * 1024 // 4
     a = np.ones(n, dtype=np.float32)
     b = np.empty_like(a)
@@ -511,6 +512,7 @@ _FIT_CLASS_OVH: tuple[str, ...] = ("conv", "dwconv", "gemm", "convtranspose")
 # them depthwise convs on small maps were under-predicted by 45-65 % (c960 h7: 85 us measured per layer).
 _FIT_ROW: tuple[str, ...] = ("conv", "dwconv", "pool")
 _FIT_INT8_OUTPUT = True  # HardwareProfile.int8_output_ns
+_FIT_TOL = 1e-5  # least_squares ftol/xtol (see fit_profile)
 # HardwareProfile.partial_filter_set (kxk, pointwise) and pointwise_output_ns, fitted when the profile has
 # NCHWc blocking (x86): on 360 random single-conv shapes (two seeded sweeps, each fitted on one and tested on
 # the other) these took the median per-conv error from 11-14 % to 5-6 %; a cache-spill term for large
@@ -564,7 +566,7 @@ def fit_profile(base: HardwareProfile, analyses: list, measured_ms: list[float])
     """Least-squares fit of efficiencies and overheads (see the module docstring). Returns (profile, residuals)."""
     from scipy.optimize import least_squares
 
-    from edgeplan.planner.cost import predict
+    from edgeplan.planner.cost import predict_latency_ms
 
     meas = np.asarray(measured_ms)
     n_eff, n_mem = len(_FIT_EFF) + len(_FIT_INT8), len(_FIT_MEM)
@@ -584,11 +586,14 @@ def fit_profile(base: HardwareProfile, analyses: list, measured_ms: list[float])
 
     def resid(theta: np.ndarray) -> np.ndarray:
         prof = _profile_with(base, theta)
-        pred = np.array([predict(a, prof).latency_ms for a in analyses])
+        pred = np.array([predict_latency_ms(a, prof) for a in analyses])
         return np.log(pred / meas)
 
-    sols = [least_squares(resid, np.clip(x0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), x_scale=1.0, max_nfev=400)
-            for x0 in starts]
+    # Tolerances 1e-5 (_FIT_TOL) instead of 1e-8, and ``predict_latency_ms`` instead of ``predict``: the fit
+    # took 2 to 8 minutes here (56 parameters, a finite-difference Jacobian per step); now ~30 s, reaching
+    # the same cost to 3 digits as 1e-6 does (measured on one calibration set of 168 graphs, 2026-11-23).
+    sols = [least_squares(resid, np.clip(x0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), x_scale=1.0, max_nfev=200,
+                          ftol=_FIT_TOL, xtol=_FIT_TOL) for x0 in starts]
     sol = min(sols, key=lambda r: float(r.cost))
     return _profile_with(base, sol.x), resid(sol.x)
 
@@ -673,7 +678,7 @@ def calibrate(
         say(f"timing {len(paths)} micro-benchmarks, {rounds} interleaved round(s)")
         measured = time_models_ms(paths, threads, min_time_s, rounds=rounds, on_error=failed)
     say("memory bandwidth")
-    bw = _memory_bandwidth_gbps(quick)
+    bw = copy_bandwidth_gbps(quick)
 
     # peaks: the highest rate any conv/gemm micro-benchmark reached (fp32 and int8 separately). A single
     # "peak" GEMM measurement is fragile on a shared machine (one slow sample set makes every efficiency > 1).

@@ -233,7 +233,7 @@ def predict(analysis: GraphAnalysis, profile: HardwareProfile, batch: int = 1) -
         raise ValueError("batch must be >= 1")
     analysed_batch = max(1, int(getattr(analysis, "batch", 1) or 1))
     scale = batch / analysed_batch
-    rt = getattr(analysis, "runtime", None) if profile.fusion_source == "onnxruntime" else None
+    rt = _runtime_of(analysis, profile)
     if rt is not None:
         costs = _carry(analysis, rt, _price_nodes(rt.analysis, profile, scale, _fusion_flags(rt.analysis, profile, True)))
         fusion = f"kernels as {rt.source} optimises the graph"
@@ -267,6 +267,22 @@ def predict(analysis: GraphAnalysis, profile: HardwareProfile, batch: int = 1) -
         provenance=f"predicted from {profile.provenance_summary()}; {fusion}",
         warnings=tuple(warnings),
     )
+
+
+def predict_latency_ms(analysis: GraphAnalysis, profile: HardwareProfile) -> float:
+    """``predict(analysis, profile).latency_ms`` at the analysed batch, without the per-node table, peak
+    memory and energy (what ``planner.calibrate``'s fit evaluates thousands of times)."""
+    rt = _runtime_of(analysis, profile)
+    if rt is None:
+        costs = _price_nodes(analysis, profile, 1.0, _fusion_flags(analysis, profile))
+    else:
+        opt = _price_nodes(rt.analysis, profile, 1.0, _fusion_flags(rt.analysis, profile, True))
+        costs = [c for j, c in enumerate(opt) if j < len(rt.carrier) and rt.carrier[j] >= 0]
+    return sum(c.latency_ms for c in costs) + profile.per_inference_overhead_us * 1e-3
+
+
+def _runtime_of(analysis: GraphAnalysis, profile: HardwareProfile) -> Any:
+    return getattr(analysis, "runtime", None) if profile.fusion_source == "onnxruntime" else None
 
 
 def _carry(analysis: GraphAnalysis, rt: Any, opt_costs: list[NodeCost]) -> list[NodeCost]:
