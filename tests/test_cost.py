@@ -311,6 +311,21 @@ def test_benchmark_runs_on_a_tiny_case(tmp_path, monkeypatch):
     assert "| tiny-cnn | fp32 |" in md.read_text()
 
 
+def test_conv_shape_benchmark_runs_on_a_tiny_case(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_conv_shapes", ROOT / "benchmarks" / "bench_conv_shapes.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_conv_shapes", bench)
+    spec.loader.exec_module(bench)
+    js = tmp_path / "r.json"
+    assert bench.main(["--tiny", "--profile", "host", "--profile", "pi4", "--json", str(js)]) == 0
+    doc = json.loads(js.read_text())
+    assert set(doc["scores"]) == {"host", "pi4"} and doc["scores"]["host"]["n"] == 3
+    assert all(r["measured_ms"] > 0 and r["predicted_ms"]["pi4"] > 0 for r in doc["rows"])
+    assert bench.random_shapes(5, 1) == bench.random_shapes(5, 1)  # seeded
+
+
 def test_cli_predict_a_factory_spec_with_batch(capsys):
     from edgeplan.cli.main import main
 
