@@ -15,8 +15,8 @@ def register(app: typer.Typer) -> None:
         help=(
             "Run ONNX Runtime micro-benchmarks on THIS machine and fit a hardware profile to them.\n\n"
             "Run it on the target device (e.g. a Raspberry Pi) with the thread count you deploy with; the "
-            "profile records CPU model, governor, runtime version, threads and date. Takes ~1-2 minutes "
-            "(--quick: seconds, for tests).\n\n"
+            "profile records CPU model, governor, runtime version, threads and date. Takes ~2-3 minutes on "
+            "a 2-core x86 VM, longer on a Pi (--quick: seconds, for tests).\n\n"
             "Examples:\n\n"
             "  edgeplan calibrate --name my-pi -o my-pi.toml --threads 4\n\n"
             "  edgeplan predict model.onnx --target my-pi.toml"

@@ -515,15 +515,15 @@ _FIT_INT8_OUTPUT = True  # HardwareProfile.int8_output_ns
 _FIT_TOL = 1e-5  # least_squares ftol/xtol (see fit_profile)
 # HardwareProfile.partial_filter_set (kxk, pointwise) and pointwise_output_ns, fitted when the profile has
 # NCHWc blocking (x86): on 360 random single-conv shapes (two seeded sweeps, each fitted on one and tested on
-# the other) these took the median per-conv error from 11-14 % to 5-6 %; a cache-spill term for large
+# the other) these took the median per-conv error from 11-14 % to 5-7 %; a cache-spill term for large
 # activations and a term for tiny maps were tried as well and did not help on the other sweep.
 _FILTER_SET_TERMS = ("kxk", "pointwise", "pointwise_output_ns")
+# classes no micro-benchmark exercises -> copied from a fitted class (marked "estimate")
+_COPY_FROM = {"resize": "pool", "other": "elementwise"}
 
 
 def _n_shape_terms(base: HardwareProfile) -> int:
     return len(_FILTER_SET_TERMS) if base.conv_filter_set_blocks > 1 else 0
-# classes no micro-benchmark exercises -> copied from a fitted class (marked "estimate")
-_COPY_FROM = {"resize": "pool", "other": "elementwise"}
 
 
 def _profile_with(base: HardwareProfile, theta: np.ndarray) -> HardwareProfile:
