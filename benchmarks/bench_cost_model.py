@@ -16,7 +16,10 @@ Measured = ``planner.calibrate.time_models_ms``: ORT CPU EP with pinned threads 
 count), ``--rounds`` rounds of [3 warm-ups + timed runs for ``--min-time`` s] *interleaved* across all
 variants (round r of every model before round r + 1, so a burst of foreign load hits one round, not all),
 smallest round median; with 1 thread the clock is the inference thread's CPU time (see
-``time_model_ms``) -- the same estimator the calibration uses. Predicted = ``planner.cost.predict(analyse(onnx), profile)``.
+``time_model_ms``) -- the same estimator the calibration uses. With ``--passes 2`` (default) all variants are
+timed twice, one pass after the other; the report scores the prediction against each pass and pass 1 against
+pass 2 (the noise floor), and records the 64 MiB copy bandwidth before and after timing.
+Predicted = ``planner.cost.predict(analyse(onnx), profile)``.
 
 Usage::
 
