@@ -234,14 +234,15 @@ def run(models: dict, variants: list[str], profile_name: str, threads: int, min_
                 log(f"{name}: failed\n{traceback.format_exc(limit=3)}")
         # the copy bandwidth before and after: other tenants' memory traffic is what moves this machine's
         # timings most (it read 16 GB/s and 7.6 GB/s on the same day), so the report shows the state it ran in
-        bw = [copy_bandwidth_gbps(quick=bool(passes == 1 and rounds == 1))]
+        quick_bw = rounds == 1  # the --tiny test case
+        bw = [copy_bandwidth_gbps(quick=quick_bw)]
         errors: dict[int, str] = {}
         meas: list[list[float]] = []
         for k in range(passes):
             log(f"timing {len(timed)} variants, pass {k + 1}/{passes}: {rounds} interleaved rounds of {min_time} s each")
             meas.append(time_models_ms([p for _, p in timed], threads, min_time, rounds,
                                        on_error=lambda i, e: errors.setdefault(i, f"{type(e).__name__}: {str(e)[:120]}")))
-        bw.append(copy_bandwidth_gbps(quick=bool(passes == 1 and rounds == 1)))
+        bw.append(copy_bandwidth_gbps(quick=quick_bw))
         for k, (ri, _) in enumerate(timed):
             r = rows[ri]
             if k in errors:

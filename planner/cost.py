@@ -327,9 +327,10 @@ def _price_nodes(analysis: GraphAnalysis, profile: HardwareProfile, scale: float
         flops = n.flops
         extra_s = 0.0
         if block > 1 and n.compute_dtype == "fp32" and n.op_class in ("conv", "dwconv"):
-            flops *= _channel_padding(analysis, n, block)
+            in_s, out_s = _nc_shape(analysis, n.inputs), _nc_shape(analysis, n.outputs)
+            flops *= _channel_padding(n, in_s, out_s, block)
             if n.op_class == "conv":
-                mult, extra_s = _filter_set_terms(analysis, n, profile)
+                mult, extra_s = _filter_set_terms(n, in_s, out_s, profile)
                 flops *= mult
                 extra_s *= scale
         compute_s = flops * scale / (peak * eff)
@@ -398,9 +399,10 @@ def _output_rows(analysis: GraphAnalysis, n: Any, block: int) -> int:
     return 1 if s is None else s[0] * -(-s[1] // block) * s[2]
 
 
-def _channel_padding(analysis: GraphAnalysis, n: Any, block: int) -> float:
-    """FLOP multiplier of a conv whose input and output channels are rounded up to ``block`` (NCHWc)."""
-    cin, cout = ((s[1] if s else None) for s in (_nc_shape(analysis, n.inputs), _nc_shape(analysis, n.outputs)))
+def _channel_padding(n: Any, in_s: tuple[int, ...] | None, out_s: tuple[int, ...] | None, block: int) -> float:
+    """FLOP multiplier of a conv whose input and output channels are rounded up to ``block`` (NCHWc);
+    ``in_s``/``out_s``: its input/output [N, C, H, ...] (``_nc_shape``)."""
+    cin, cout = ((s[1] if s else None) for s in (in_s, out_s))
     f = 1.0
     # ORT's NCHWc conv reads an input with fewer channels than a block (the 3-channel stem) unpadded, in NCHW
     for c in ((cout,) if n.op_class == "dwconv" or (cin or 0) < block else (cin, cout)):
@@ -409,10 +411,10 @@ def _channel_padding(analysis: GraphAnalysis, n: Any, block: int) -> float:
     return f
 
 
-def _filter_set_terms(analysis: GraphAnalysis, n: Any, profile: HardwareProfile) -> tuple[float, float]:
+def _filter_set_terms(n: Any, cin_s: tuple[int, ...] | None, out_s: tuple[int, ...] | None,
+                      profile: HardwareProfile) -> tuple[float, float]:
     """(compute multiplier, extra seconds before batch scaling) of an fp32 NCHWc conv: short filter sets and the
     per-output cost of 1x1 convs (see ``HardwareProfile.partial_filter_set``)."""
-    cin_s, out_s = _nc_shape(analysis, n.inputs), _nc_shape(analysis, n.outputs)
     if cin_s is None or out_s is None:
         return 1.0, 0.0
     out_elems = math.prod(out_s)
